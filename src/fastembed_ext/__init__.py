@@ -1,0 +1,23 @@
+"""Fast, deterministic, bit-exact embedding-table kernels for NumPy."""
+
+from ._api import (
+    BackendUnavailableError,
+    __version__,
+    embedding_backward,
+    gather,
+    get_num_threads,
+    info,
+    scatter_add,
+    set_num_threads,
+)
+
+__all__ = [
+    "BackendUnavailableError",
+    "__version__",
+    "embedding_backward",
+    "gather",
+    "get_num_threads",
+    "info",
+    "scatter_add",
+    "set_num_threads",
+]

@@ -1,0 +1,487 @@
+"""Validation and dispatch: the one place where the rules live.
+
+Every public function coerces its inputs, checks all of them (dtype, ndim,
+shape, contiguity, writability, overlap, index bounds), resolves the backend
+and the thread count, and only then makes exactly one call into the compiled
+kernels or into the NumPy reference.  A call that raises has written nothing.
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+from . import _reference
+from ._version import __version__
+
+try:
+    from . import _kernels
+except ImportError as exc:  # reported by info(), never at import
+    _kernels = None
+    _KERNELS_ERROR = f"{type(exc).__name__}: {exc}"
+else:
+    _KERNELS_ERROR = None
+
+__all__ = [
+    "BackendUnavailableError",
+    "embedding_backward",
+    "gather",
+    "get_num_threads",
+    "info",
+    "scatter_add",
+    "set_num_threads",
+]
+
+VALUE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+INDEX_DTYPES_ZERO_COPY = (np.dtype(np.int32), np.dtype(np.int64))
+BACKENDS = ("auto", "cython", "numpy")
+ENV_BACKEND = "FASTEMBED_EXT_BACKEND"
+ENV_NUM_THREADS = "FASTEMBED_EXT_NUM_THREADS"
+
+
+class BackendUnavailableError(ImportError):
+    """``backend="cython"`` was asked for, but the compiled extension did not import."""
+
+
+# --------------------------------------------------------------------------
+# library state, read from the environment once, at import
+
+def _threads_from_env():
+    raw = os.environ.get(ENV_NUM_THREADS)
+    if raw is None or raw.strip() == "":
+        return None, None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        return None, f"{ENV_NUM_THREADS} must be a positive integer, got {raw!r}"
+    return n, None
+
+
+def _backend_from_env():
+    raw = os.environ.get(ENV_BACKEND)
+    if raw is None or raw.strip() == "":
+        return None, None
+    value = raw.strip().lower()
+    if value not in ("cython", "numpy"):
+        return None, f"{ENV_BACKEND} must be 'cython' or 'numpy', got {raw!r}"
+    return value, None
+
+
+def _platform_default_threads():
+    if _kernels is None:
+        return 1
+    # honours OMP_NUM_THREADS; 1 in a build without OpenMP
+    return max(1, int(_kernels.build_info()["omp_max_threads"]))
+
+
+_env_threads, _env_threads_error = _threads_from_env()
+_forced_backend, _forced_backend_error = _backend_from_env()
+_default_threads = _env_threads if _env_threads is not None else _platform_default_threads()
+
+
+# --------------------------------------------------------------------------
+# threads and backend
+
+def _check_num_threads(n, name="num_threads"):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer or None, got {n!r} ({type(n).__name__})")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def set_num_threads(n):
+    """Set the library's default thread count (used when ``num_threads=None``).
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, >= 1.  Calls on small batches stay on one thread
+        whatever this says: threads start only where they pay.
+    """
+    global _default_threads, _env_threads_error
+    _default_threads = _check_num_threads(n, "n")
+    _env_threads_error = None  # an explicit choice replaces a bad environment value
+
+
+def get_num_threads():
+    """The library's default thread count.
+
+    It is, in order: the last ``set_num_threads(n)``, the environment variable
+    ``FASTEMBED_EXT_NUM_THREADS`` read at import, OpenMP's default (which
+    honours ``OMP_NUM_THREADS``), or 1 in a build without OpenMP.
+    """
+    if _env_threads_error is not None:
+        raise ValueError(_env_threads_error)
+    return _default_threads
+
+
+def _resolve_threads(num_threads):
+    if num_threads is None:
+        if _env_threads_error is not None:
+            raise ValueError(_env_threads_error)
+        return _default_threads
+    return _check_num_threads(num_threads)
+
+
+def _resolve_backend(backend):
+    if backend == "auto" and isinstance(backend, str):
+        if _forced_backend_error is not None:
+            raise ValueError(_forced_backend_error)
+        backend = _forced_backend or ("cython" if _kernels is not None else "numpy")
+    if backend == "cython" and isinstance(backend, str):
+        if _kernels is None:
+            raise BackendUnavailableError(
+                f"backend='cython' was requested but the compiled extension is not available "
+                f"({_KERNELS_ERROR}); use backend='numpy' or reinstall fastembed_ext")
+        return "cython"
+    if backend == "numpy" and isinstance(backend, str):
+        return "numpy"
+    raise ValueError(f"backend must be one of 'auto', 'cython', 'numpy', got {backend!r}")
+
+
+# --------------------------------------------------------------------------
+# coercion and checks
+
+def _as_input(x, name):
+    """Any array-like, buffer or DLPack object as an ndarray, zero-copy where possible."""
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ndarray):
+        return np.asarray(x)
+    if hasattr(type(x), "__dlpack__"):
+        try:
+            return np.from_dlpack(x)
+        except Exception:  # noqa: BLE001 - fall back to the array protocol below
+            pass
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+        raise TypeError(
+            f"{name} must be an array-like, buffer or DLPack object, could not read "
+            f"{type(x).__name__} as an array ({exc})") from None
+
+
+def _dtype_text(dtype):
+    return str(dtype) if dtype.isnative else f"{dtype} (byte order {dtype.str})"
+
+
+def _check_value_dtype(a, name):
+    if a.dtype not in VALUE_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float16, float32 or float64 in native byte order, "
+            f"got {_dtype_text(a.dtype)}")
+
+
+def _check_same_dtype(a, name, ref, ref_name):
+    if a.dtype != ref.dtype:
+        raise TypeError(
+            f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {_dtype_text(a.dtype)}; "
+            f"no implicit cast is made")
+
+
+def _check_ndim(a, name, ndim, meaning):
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {meaning}, got shape {a.shape}")
+
+
+def _as_indices(x, name="indices"):
+    idx = _as_input(x, name)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {_dtype_text(idx.dtype)}")
+    return idx
+
+
+def _check_dest(a, name, dtype, shape, dtype_from):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy ndarray (it is written in place), "
+                        f"got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have the dtype of {dtype_from} ({dtype}), "
+                        f"got {_dtype_text(a.dtype)}; no implicit cast is made")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    _check_writable_contiguous(a, name)
+
+
+def _check_writable_contiguous(a, name):
+    if not a.flags.writeable:
+        raise ValueError(f"{name} must be writable, got a read-only array")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"{name} must be C-contiguous (it is written in place, and a copy would lose the "
+            f"result), got an array with strides {a.strides}")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its dtype, got an unaligned array")
+
+
+def _overlaps(a, b):
+    if a.size == 0 or b.size == 0 or not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def _check_disjoint(dest, dest_name, *inputs):
+    for arr, name in inputs:
+        if _overlaps(dest, arr):
+            raise ValueError(f"{dest_name} must not overlap {name}: they share memory")
+
+
+def _check_padding_idx(padding_idx, num_rows, table):
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, numbers.Integral):
+        raise TypeError(f"padding_idx must be an integer or None, got {padding_idx!r} "
+                        f"({type(padding_idx).__name__})")
+    p = int(padding_idx)
+    if not -num_rows <= p < num_rows:
+        raise ValueError(f"padding_idx must be within [-{num_rows}, {num_rows}) for {table} "
+                         f"with {num_rows} rows, got {p}")
+    return p + num_rows if p < 0 else p
+
+
+def _position_text(name, flat_pos, shape):
+    if len(shape) == 0:
+        return f"{name}[()]"
+    pos = np.unravel_index(flat_pos, shape)
+    return f"{name}[{', '.join(str(int(i)) for i in pos)}]"
+
+
+def _raise_out_of_range(idx, flat_pos, num_rows, table, name):
+    value = int(idx.reshape(-1)[flat_pos])
+    where = _position_text(name, flat_pos, idx.shape)
+    hint = " (negative indices are not supported)" if value < 0 else ""
+    raise IndexError(f"{where} = {value} is out of range for {table} with {num_rows} rows{hint}; "
+                     f"valid indices are 0 <= i < {num_rows}")
+
+
+def _checked_flat_indices(idx, num_rows, table, backend, name="indices"):
+    """Bounds-check ``idx`` against ``num_rows``; return it as 1-D int32/int64 for the kernels.
+
+    int32 and int64 in native byte order are used as they are (a view, or a
+    contiguous copy only if ``idx`` is not contiguous); other integer dtypes
+    are checked, then converted to intp.
+    """
+    zero_copy = idx.dtype in INDEX_DTYPES_ZERO_COPY
+    flat = idx.reshape(-1) if zero_copy else idx.ravel()
+    if zero_copy and not (flat.flags.c_contiguous and flat.flags.aligned):
+        flat = np.ascontiguousarray(flat)
+    if zero_copy and backend == "cython":
+        bad = _kernels.first_out_of_range(flat, num_rows)
+    elif flat.size:
+        mask = flat >= num_rows
+        if flat.dtype.kind == "i":
+            mask |= flat < 0
+        bad = int(np.argmax(mask)) if mask.any() else -1
+    else:
+        bad = -1
+    if bad >= 0:
+        _raise_out_of_range(idx, bad, num_rows, table, name)
+    if not zero_copy:
+        flat = flat.astype(np.intp)
+    return flat
+
+
+def _rows(a):
+    """``a`` (n, d) with contiguous, aligned rows: as it is where it can be, else a copy."""
+    itemsize = a.itemsize
+    if a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == itemsize) \
+            and a.strides[0] % itemsize == 0:
+        return a
+    return np.ascontiguousarray(a)
+
+
+# --------------------------------------------------------------------------
+# public functions
+
+def gather(weight, indices, *, out=None, backend="auto", num_threads=None):
+    """Rows of a table: ``out[k] = weight[indices[k]]``.
+
+    Parameters
+    ----------
+    weight : array_like of shape (T, d)
+        float16, float32 or float64.  Any array-like, buffer or DLPack object
+        (a CPU ``torch.Tensor`` is read without a copy).  A table whose rows
+        are not contiguous (for example a Fortran-order array) is copied first.
+    indices : array_like of integers, shape S
+        Each index must satisfy ``0 <= i < T``.  int32 and int64 are used as
+        they are; other integer dtypes are converted after the bounds check.
+    out : ndarray of shape S + (d,), optional
+        Written in place and returned.  Must be writable, C-contiguous, of
+        the dtype of ``weight``, and not overlap the inputs.
+    backend : {"auto", "cython", "numpy"}
+    num_threads : int, optional
+        Threads for this call; None means ``get_num_threads()``.
+
+    Returns
+    -------
+    ndarray of shape S + (d,)
+        Bit for bit ``np.take(weight, indices, axis=0)``.
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    w = _as_input(weight, "weight")
+    _check_value_dtype(w, "weight")
+    _check_ndim(w, "weight", 2, "(T, d)")
+    idx = _as_indices(indices)
+    num_rows, d = w.shape
+    shape = idx.shape + (d,)
+    if out is not None:
+        _check_dest(out, "out", w.dtype, shape, "weight")
+        _check_disjoint(out, "out", (w, "weight"), (idx, "indices"))
+    flat = _checked_flat_indices(idx, num_rows, "weight", backend)
+    if out is None:
+        out = np.empty(shape, dtype=w.dtype)
+    if backend == "numpy":
+        _reference.gather(w, idx, out=out)
+    else:
+        _kernels.gather_rows(_rows(w), flat, out.reshape(flat.size, d), num_threads)
+    return out
+
+
+def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto", num_threads=None):
+    """Accumulate rows in place: ``grad_weight[indices[k]] += grad[k]``, in index order.
+
+    Parameters
+    ----------
+    grad_weight : ndarray of shape (T, d)
+        Updated in place.  Writable, C-contiguous, float16, float32 or float64.
+    indices : array_like of integers, shape S
+        ``0 <= i < T``.  Repeated indices accumulate in index order.
+    grad : array_like of shape S + (d,)
+        Same dtype as ``grad_weight``.
+    padding_idx : int, optional
+        Updates to this row are skipped.  Negative values count from the end
+        (``-1`` is row ``T - 1``), as in ``torch.nn.Embedding``.
+    backend : {"auto", "cython", "numpy"}
+    num_threads : int, optional
+
+    Returns
+    -------
+    grad_weight : ndarray of shape (T, d)
+        Bit for bit what ``np.add.at(grad_weight, indices, grad)`` leaves
+        (float16 rounds after every add), for any thread count.
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    gw = grad_weight
+    if not isinstance(gw, np.ndarray):
+        raise TypeError(f"grad_weight must be a NumPy ndarray (it is written in place), "
+                        f"got {type(gw).__name__}")
+    _check_value_dtype(gw, "grad_weight")
+    _check_ndim(gw, "grad_weight", 2, "(T, d)")
+    _check_writable_contiguous(gw, "grad_weight")
+    idx = _as_indices(indices)
+    g = _as_input(grad, "grad")
+    _check_same_dtype(g, "grad", gw, "grad_weight")
+    num_rows, d = gw.shape
+    if g.shape != idx.shape + (d,):
+        raise ValueError(f"grad must have shape indices.shape + (d,) = {idx.shape + (d,)}, "
+                         f"got {g.shape}")
+    pad = _check_padding_idx(padding_idx, num_rows, "grad_weight")
+    _check_disjoint(gw, "grad_weight", (g, "grad"), (idx, "indices"))
+    flat = _checked_flat_indices(idx, num_rows, "grad_weight", backend)
+    if backend == "numpy":
+        _reference.scatter_add(gw, idx, g, padding_idx=pad)
+    else:
+        _kernels.scatter_add_rows(gw, flat, _rows(g.reshape(flat.size, d)),
+                                  -1 if pad is None else pad, False, num_threads)
+    return grad_weight
+
+
+def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
+                       scale_grad_by_freq=False, backend="auto", num_threads=None):
+    """The weight gradient of an embedding lookup, as a fresh array.
+
+    Parameters
+    ----------
+    grad : array_like of shape S + (d,)
+        Gradient of the lookup's output; float16, float32 or float64.
+    indices : array_like of integers, shape S
+        ``0 <= i < num_embeddings``.
+    num_embeddings : int
+        T, the number of rows of the table.
+    padding_idx : int, optional
+        Row that receives no gradient; negative counts from the end.
+    scale_grad_by_freq : bool
+        Scale each gradient row by 1 / (count of its index in ``indices``)
+        before it is added, as PyTorch does.
+    backend : {"auto", "cython", "numpy"}
+    num_threads : int, optional
+
+    Returns
+    -------
+    ndarray of shape (num_embeddings, d)
+        The table is allocated zeroed by the OS (``np.zeros``) and only the
+        rows named in ``indices`` are touched.  To accumulate into an existing
+        gradient, use ``scatter_add``.
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    if isinstance(num_embeddings, (bool, np.bool_)) or not isinstance(num_embeddings, numbers.Integral):
+        raise TypeError(f"num_embeddings must be an integer, got {num_embeddings!r} "
+                        f"({type(num_embeddings).__name__})")
+    num_rows = int(num_embeddings)
+    if num_rows < 0:
+        raise ValueError(f"num_embeddings must be >= 0, got {num_rows}")
+    if not isinstance(scale_grad_by_freq, (bool, np.bool_)):
+        raise TypeError(f"scale_grad_by_freq must be a bool, got {scale_grad_by_freq!r}")
+    g = _as_input(grad, "grad")
+    _check_value_dtype(g, "grad")
+    idx = _as_indices(indices)
+    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
+        raise ValueError(f"grad must have shape indices.shape + (d,) = {idx.shape + ('d',)}, "
+                         f"got {g.shape}".replace("'d'", "d"))
+    d = g.shape[-1]
+    pad = _check_padding_idx(padding_idx, num_rows, "num_embeddings")
+    flat = _checked_flat_indices(idx, num_rows, "a table", backend)
+    if backend == "numpy":
+        return _reference.embedding_backward(g, idx, num_rows, padding_idx=pad,
+                                             scale_grad_by_freq=bool(scale_grad_by_freq))
+    grad_weight = np.zeros((num_rows, d), dtype=g.dtype)
+    _kernels.scatter_add_rows(grad_weight, flat, _rows(g.reshape(flat.size, d)),
+                              -1 if pad is None else pad, bool(scale_grad_by_freq), num_threads)
+    return grad_weight
+
+
+def info():
+    """What is installed and active, and why.
+
+    Returns
+    -------
+    dict
+        ``version``, ``backend`` (what ``backend="auto"`` resolves to),
+        ``compiled`` (bool) and ``compiled_error`` (why not), ``forced_backend``
+        (from ``FASTEMBED_EXT_BACKEND``), ``openmp``, ``num_threads``,
+        ``value_dtypes``, ``index_dtypes``, ``cpu`` features, ``float16_path``
+        and ``build`` (the compile flags that matter for the numerics).
+    """
+    compiled = _kernels is not None
+    build = _kernels.build_info() if compiled else {}
+    try:
+        auto = _resolve_backend("auto")
+    except (ValueError, ImportError) as exc:
+        auto = f"error: {exc}"
+    cpu = _kernels.cpu_features() if compiled else {}
+    return {
+        "version": __version__,
+        "backend": auto,
+        "compiled": compiled,
+        "compiled_error": _KERNELS_ERROR,
+        "forced_backend": _forced_backend,
+        "env_errors": [e for e in (_forced_backend_error, _env_threads_error) if e],
+        "openmp": bool(build.get("openmp", False)),
+        "num_threads": _default_threads,
+        "value_dtypes": [str(t) for t in VALUE_DTYPES],
+        "index_dtypes": "int32 and int64 used as they are; other integer dtypes converted",
+        "cpu": cpu,
+        "float16_path": ("f16c" if compiled and _kernels.f16c_active() else "portable"),
+        "build": build,
+        "numpy": np.__version__,
+    }

@@ -1,0 +1,257 @@
+/*
+ * Row adds for float32 and float64 with a pinned NaN rule.
+ *
+ * IEEE leaves open which payload survives when both operands of an add are
+ * NaN; x86 returns the first source operand.  NumPy's np.add.at on rows keeps
+ * the gradient's NaN (the second operand of dst + src), so the adds here put
+ * the gradient first, in assembly, where the compiler cannot swap the operands
+ * of what it treats as a commutative operation.  Everything else about the
+ * add (rounding, -0.0, inf, subnormals) is plain IEEE and the same either way.
+ *
+ * The widest instruction set the CPU has is picked at run time (AVX-512F,
+ * AVX, or the SSE2 that every x86-64 has); nothing here is compiled for the
+ * build machine only.  Other architectures get a portable C loop that applies
+ * the same NaN rule explicitly.
+ */
+#ifndef FE_ADD_H
+#define FE_ADD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef void (*fe_add_f32_fn)(float *, const float *, ptrdiff_t);
+typedef void (*fe_add_f64_fn)(double *, const double *, ptrdiff_t);
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FE_X86_ASM 1
+#include <immintrin.h>
+
+/* r = s + d, with s (the gradient) as the first source */
+static inline float fe_addf(float d, float s)
+{
+    __asm__("addss %1, %0" : "+x"(s) : "x"(d));
+    return s;
+}
+
+static inline double fe_addd(double d, double s)
+{
+    __asm__("addsd %1, %0" : "+x"(s) : "x"(d));
+    return s;
+}
+
+static void fe_add_row_f32_sse2(float *dst, const float *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m128 s = _mm_loadu_ps(src + j);
+        __m128 d = _mm_loadu_ps(dst + j);
+        __asm__("addps %1, %0" : "+x"(s) : "x"(d));
+        _mm_storeu_ps(dst + j, s);
+    }
+    for (; j < n; j++) {
+        dst[j] = fe_addf(dst[j], src[j]);
+    }
+}
+
+static void fe_add_row_f64_sse2(double *dst, const double *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        __m128d s = _mm_loadu_pd(src + j);
+        __m128d d = _mm_loadu_pd(dst + j);
+        __asm__("addpd %1, %0" : "+x"(s) : "x"(d));
+        _mm_storeu_pd(dst + j, s);
+    }
+    for (; j < n; j++) {
+        dst[j] = fe_addd(dst[j], src[j]);
+    }
+}
+
+__attribute__((target("avx")))
+static void fe_add_row_f32_avx(float *dst, const float *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 s = _mm256_loadu_ps(src + j);
+        __m256 d = _mm256_loadu_ps(dst + j);
+        __m256 r;
+        __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(s), "x"(d));
+        _mm256_storeu_ps(dst + j, r);
+    }
+    for (; j < n; j++) {
+        float s = src[j], d = dst[j], r;
+        __asm__("vaddss %2, %1, %0" : "=x"(r) : "x"(s), "x"(d));
+        dst[j] = r;
+    }
+}
+
+__attribute__((target("avx")))
+static void fe_add_row_f64_avx(double *dst, const double *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m256d s = _mm256_loadu_pd(src + j);
+        __m256d d = _mm256_loadu_pd(dst + j);
+        __m256d r;
+        __asm__("vaddpd %2, %1, %0" : "=x"(r) : "x"(s), "x"(d));
+        _mm256_storeu_pd(dst + j, r);
+    }
+    for (; j < n; j++) {
+        double s = src[j], d = dst[j], r;
+        __asm__("vaddsd %2, %1, %0" : "=x"(r) : "x"(s), "x"(d));
+        dst[j] = r;
+    }
+}
+
+__attribute__((target("avx512f")))
+static void fe_add_row_f32_avx512(float *dst, const float *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 s = _mm512_loadu_ps(src + j);
+        __m512 d = _mm512_loadu_ps(dst + j);
+        __m512 r;
+        __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(s), "v"(d));
+        _mm512_storeu_ps(dst + j, r);
+    }
+    if (j < n) {
+        /* the tail is masked: lanes past n are neither read nor written */
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1u);
+        __m512 s = _mm512_maskz_loadu_ps(m, src + j);
+        __m512 d = _mm512_maskz_loadu_ps(m, dst + j);
+        __m512 r;
+        __asm__("vaddps %2, %1, %0" : "=v"(r) : "v"(s), "v"(d));
+        _mm512_mask_storeu_ps(dst + j, m, r);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void fe_add_row_f64_avx512(double *dst, const double *src, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m512d s = _mm512_loadu_pd(src + j);
+        __m512d d = _mm512_loadu_pd(dst + j);
+        __m512d r;
+        __asm__("vaddpd %2, %1, %0" : "=v"(r) : "v"(s), "v"(d));
+        _mm512_storeu_pd(dst + j, r);
+    }
+    if (j < n) {
+        __mmask8 m = (__mmask8)((1u << (n - j)) - 1u);
+        __m512d s = _mm512_maskz_loadu_pd(m, src + j);
+        __m512d d = _mm512_maskz_loadu_pd(m, dst + j);
+        __m512d r;
+        __asm__("vaddpd %2, %1, %0" : "=v"(r) : "v"(s), "v"(d));
+        _mm512_mask_storeu_pd(dst + j, m, r);
+    }
+}
+
+static int fe_cpu_has(int level)
+{
+    __builtin_cpu_init();
+    if (level >= 2) {
+        return __builtin_cpu_supports("avx512f");
+    }
+    if (level == 1) {
+        return __builtin_cpu_supports("avx");
+    }
+    return 1;
+}
+
+#else /* not x86-64 with a GNU-compatible compiler */
+#define FE_X86_ASM 0
+
+static inline float fe_quietf(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    b |= 0x00400000u;
+    memcpy(&x, &b, sizeof b);
+    return x;
+}
+
+static inline double fe_quietd(double x)
+{
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    b |= 0x0008000000000000ull;
+    memcpy(&x, &b, sizeof b);
+    return x;
+}
+
+static inline float fe_addf(float d, float s)
+{
+    float r = d + s;
+    if (r != r && s != s) {
+        r = fe_quietf(s);
+    } else if (r != r && d != d) {
+        r = fe_quietf(d);
+    }
+    return r;
+}
+
+static inline double fe_addd(double d, double s)
+{
+    double r = d + s;
+    if (r != r && s != s) {
+        r = fe_quietd(s);
+    } else if (r != r && d != d) {
+        r = fe_quietd(d);
+    }
+    return r;
+}
+
+static void fe_add_row_f32_sse2(float *dst, const float *src, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) {
+        dst[j] = fe_addf(dst[j], src[j]);
+    }
+}
+
+static void fe_add_row_f64_sse2(double *dst, const double *src, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) {
+        dst[j] = fe_addd(dst[j], src[j]);
+    }
+}
+
+#define fe_add_row_f32_avx fe_add_row_f32_sse2
+#define fe_add_row_f64_avx fe_add_row_f64_sse2
+#define fe_add_row_f32_avx512 fe_add_row_f32_sse2
+#define fe_add_row_f64_avx512 fe_add_row_f64_sse2
+
+static int fe_cpu_has(int level) { return level == 0; }
+#endif
+
+/* 0 = baseline (SSE2 or portable C), 1 = AVX, 2 = AVX-512F */
+static int fe_isa_level = 0;
+static fe_add_f32_fn fe_add_row_f32 = fe_add_row_f32_sse2;
+static fe_add_f64_fn fe_add_row_f64 = fe_add_row_f64_sse2;
+
+/* Picks the widest level the CPU has, at most `cap`; returns the level in use. */
+static int fe_set_isa_level(int cap)
+{
+    int level = 2;
+    if (cap < level) {
+        level = cap;
+    }
+    while (level > 0 && !fe_cpu_has(level)) {
+        level--;
+    }
+    if (level < 0) {
+        level = 0;
+    }
+    fe_isa_level = level;
+    fe_add_row_f32 = level == 2 ? fe_add_row_f32_avx512
+                   : level == 1 ? fe_add_row_f32_avx : fe_add_row_f32_sse2;
+    fe_add_row_f64 = level == 2 ? fe_add_row_f64_avx512
+                   : level == 1 ? fe_add_row_f64_avx : fe_add_row_f64_sse2;
+    return level;
+}
+
+static int fe_get_isa_level(void) { return fe_isa_level; }
+
+#endif /* FE_ADD_H */

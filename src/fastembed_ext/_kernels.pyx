@@ -1,0 +1,434 @@
+# Compiled loops that only move numbers.
+#
+# Every argument arrives validated by _api.py: dtypes, shapes, row strides,
+# alignment, index bounds and overlap are all checked there, before anything
+# here runs, so a kernel never has to report a bad input.  The only failure a
+# kernel can meet is a failed scratch allocation, and it allocates before its
+# first write.
+#
+# Arrays are read through the NumPy C API (pointer, shape, strides) rather
+# than typed memoryviews: acquiring a buffer per argument costs more than the
+# whole copy on a small batch.
+
+from libc.stdint cimport int32_t, int64_t, uint16_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from cython.parallel cimport prange
+
+cimport numpy as cnp
+
+from fastembed_ext._openmp cimport fe_openmp_enabled, fe_omp_max_threads, fe_openmp_version
+
+cnp.import_array()
+
+cdef extern from "_fe_half.h" nogil:
+    float fe_half_to_float(uint16_t h)
+    uint16_t fe_float_to_half(float f)
+    void fe_half_add_row(uint16_t* dst, const uint16_t* src, Py_ssize_t n)
+    void fe_half_add_scaled_row(uint16_t* dst, const uint16_t* src, Py_ssize_t n, float scale)
+    int fe_cpu_has_f16c()
+    int fe_cpu_has_avx2()
+    int fe_cpu_has_avx512f()
+    void fe_set_use_f16c(int on)
+    int fe_get_use_f16c()
+    float fe_addf(float d, float s)
+    double fe_addd(double d, double s)
+    void fe_add_row_f32(float* dst, const float* src, Py_ssize_t n)
+    void fe_add_row_f64(double* dst, const double* src, Py_ssize_t n)
+    int fe_set_isa_level(int cap)
+    int fe_get_isa_level()
+
+cdef extern from *:
+    """
+    #ifndef FE_BUILD_CFLAGS
+    #define FE_BUILD_CFLAGS ""
+    #endif
+    """
+    const char* FE_BUILD_CFLAGS
+
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+ctypedef fused value_t:
+    uint16_t  # float16, as its bits; arithmetic goes through _fe_half.h
+    float
+    double
+
+
+# Below this many bytes moved, a call stays on the calling thread: waking the
+# OpenMP team costs more than it saves.
+cdef Py_ssize_t GATHER_PARALLEL_MIN_BYTES = 1 << 18
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_BYTES = 1 << 18
+
+# Row-ownership partition of a parallel scatter: indices are histogrammed into
+# at most this many buckets of consecutive rows, and cut into parts of equal
+# index counts along the bucket boundaries.
+cdef int N_BUCKETS_MAX = 4096
+
+fe_set_use_f16c(1)
+fe_set_isa_level(2)
+
+
+# --------------------------------------------------------------------------
+# index bounds
+
+cdef Py_ssize_t _first_out_of_range(const index_t* idx, Py_ssize_t n,
+                                    Py_ssize_t num_rows) noexcept nogil:
+    # Negative indices wrap to huge unsigned values, so one compare covers both
+    # ends; the first pass has no early exit so that it vectorises.
+    cdef size_t limit = <size_t>num_rows
+    cdef Py_ssize_t k
+    cdef int bad = 0
+    for k in range(n):
+        bad |= <size_t>idx[k] >= limit
+    if not bad:
+        return -1
+    for k in range(n):
+        if <size_t>idx[k] >= limit:
+            return k
+    return -1
+
+
+def first_out_of_range(cnp.ndarray indices, Py_ssize_t num_rows):
+    """Flat position of the first index outside [0, num_rows), or -1."""
+    cdef void* p = cnp.PyArray_DATA(indices)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef Py_ssize_t bad
+    with nogil:
+        if cnp.PyArray_ITEMSIZE(indices) == 4:
+            bad = _first_out_of_range(<const int32_t*>p, n, num_rows)
+        else:
+            bad = _first_out_of_range(<const int64_t*>p, n, num_rows)
+    return bad
+
+
+# --------------------------------------------------------------------------
+# gather: out[k, :] = weight[idx[k], :]
+
+cdef void _gather(const char* weight, Py_ssize_t w_stride, const index_t* idx,
+                  Py_ssize_t n, char* out, Py_ssize_t row_bytes,
+                  int num_threads) noexcept nogil:
+    cdef Py_ssize_t k
+    if num_threads > 1 and n * row_bytes >= GATHER_PARALLEL_MIN_BYTES:
+        # each output row is written by exactly one thread
+        for k in prange(n, num_threads=num_threads, schedule='static'):
+            memcpy(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
+    else:
+        for k in range(n):
+            memcpy(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
+
+
+def gather_rows(cnp.ndarray weight,   # IN (T, d), rows contiguous
+                cnp.ndarray indices,  # IN (B,) int32 or int64, contiguous
+                cnp.ndarray out,      # OUT (B, d), C-contiguous
+                int num_threads):
+    cdef const char* w = <const char*>cnp.PyArray_DATA(weight)
+    cdef Py_ssize_t w_stride = cnp.PyArray_STRIDE(weight, 0)
+    cdef void* ip = cnp.PyArray_DATA(indices)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef char* o = <char*>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t row_bytes = cnp.PyArray_DIM(weight, 1) * cnp.PyArray_ITEMSIZE(weight)
+    with nogil:
+        if cnp.PyArray_ITEMSIZE(indices) == 4:
+            _gather(w, w_stride, <const int32_t*>ip, n, o, row_bytes, num_threads)
+        else:
+            _gather(w, w_stride, <const int64_t*>ip, n, o, row_bytes, num_threads)
+
+
+def naive_gather_rows(cnp.ndarray weight, cnp.ndarray indices, cnp.ndarray out):
+    """The plainest serial loop, element by element; tests hold the fast one to it."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef Py_ssize_t row_bytes = cnp.PyArray_DIM(weight, 1) * cnp.PyArray_ITEMSIZE(weight)
+    cdef Py_ssize_t w_stride = cnp.PyArray_STRIDE(weight, 0)
+    cdef const char* w = <const char*>cnp.PyArray_DATA(weight)
+    cdef char* o = <char*>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t k, b, i
+    for k in range(n):
+        if cnp.PyArray_ITEMSIZE(indices) == 4:
+            i = (<const int32_t*>cnp.PyArray_DATA(indices))[k]
+        else:
+            i = (<const int64_t*>cnp.PyArray_DATA(indices))[k]
+        for b in range(row_bytes):
+            o[k * row_bytes + b] = w[i * w_stride + b]
+
+
+# --------------------------------------------------------------------------
+# scatter-add: grad_weight[idx[k], :] += grad[k, :], in index order per row
+
+cdef inline void _add_row(value_t* dst, const value_t* src, Py_ssize_t d) noexcept nogil:
+    # run-time dispatched on the CPU; the gradient's NaN wins a NaN + NaN, as in NumPy
+    if value_t is uint16_t:
+        fe_half_add_row(dst, src, d)
+    elif value_t is float:
+        fe_add_row_f32(dst, src, d)
+    else:
+        fe_add_row_f64(dst, src, d)
+
+
+cdef inline void _add_scaled_row(value_t* dst, const value_t* src, Py_ssize_t d,
+                                 double inv_count) noexcept nogil:
+    # The scaled gradient is formed in the add's own precision (float32 for
+    # float16 and float32), rounded to the value dtype, then added.
+    cdef Py_ssize_t j
+    cdef float s32 = <float>inv_count
+    if value_t is uint16_t:
+        fe_half_add_scaled_row(dst, src, d, s32)
+    elif value_t is float:
+        for j in range(d):
+            dst[j] = fe_addf(dst[j], <float>(src[j] * s32))
+    else:
+        for j in range(d):
+            dst[j] = fe_addd(dst[j], src[j] * inv_count)
+
+
+cdef void _scatter_list(value_t* gw, Py_ssize_t d, const index_t* idx,
+                        const value_t* grad, Py_ssize_t g_stride,
+                        const Py_ssize_t* ks, Py_ssize_t n, Py_ssize_t padding_idx,
+                        const Py_ssize_t* counts) noexcept nogil:
+    # Applies the updates k = ks[0..n) (or k = 0..n when ks is NULL) in order.
+    cdef Py_ssize_t m, k, i
+    for m in range(n):
+        k = m if ks == NULL else ks[m]
+        i = idx[k]
+        if i == padding_idx:
+            continue
+        if counts == NULL:
+            _add_row(gw + i * d, grad + k * g_stride, d)
+        else:
+            _add_scaled_row(gw + i * d, grad + k * g_stride, d, 1.0 / <double>counts[i])
+
+
+cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
+                  const index_t* idx, Py_ssize_t n,
+                  const value_t* grad, Py_ssize_t g_stride,
+                  Py_ssize_t padding_idx, bint scale_by_freq,
+                  int num_threads) noexcept nogil:
+    # Returns 0, or -1 when scratch memory could not be had (nothing written).
+    cdef Py_ssize_t* counts = NULL
+    cdef Py_ssize_t* order = NULL
+    cdef Py_ssize_t* hist = NULL
+    cdef int* bucket_part = NULL
+    cdef Py_ssize_t part_start[257]
+    cdef Py_ssize_t fill[257]
+    cdef Py_ssize_t k, i, b, total, cum, largest
+    cdef int p, nparts, shift, nbuckets
+    cdef int rc = 0
+
+    if n == 0 or d == 0:
+        return 0
+    if scale_by_freq:
+        # PyTorch's trick: a table-sized counter array whose untouched pages
+        # are never faulted in, so the cost follows the batch, not the table.
+        counts = <Py_ssize_t*>malloc(num_rows * sizeof(Py_ssize_t))
+        if counts == NULL:
+            return -1
+        for k in range(n):
+            counts[idx[k]] = 0
+        for k in range(n):
+            counts[idx[k]] += 1
+
+    nparts = num_threads if num_threads < 256 else 256
+    if nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES:
+        _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
+        free(counts)
+        return 0
+
+    # Row ownership: part p owns the rows of a run of buckets, and applies the
+    # updates of its rows in index order.  Each row is written by one part
+    # only, in the order a serial loop would use: the same bits for any thread
+    # count.
+    shift = 0
+    while ((num_rows - 1) >> shift) >= N_BUCKETS_MAX:
+        shift += 1
+    nbuckets = <int>(((num_rows - 1) >> shift) + 1)
+    hist = <Py_ssize_t*>malloc(nbuckets * sizeof(Py_ssize_t))
+    bucket_part = <int*>malloc(nbuckets * sizeof(int))
+    order = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+    if hist == NULL or bucket_part == NULL or order == NULL:
+        rc = -1
+    else:
+        memset(hist, 0, nbuckets * sizeof(Py_ssize_t))
+        total = 0
+        for k in range(n):
+            i = idx[k]
+            if i != padding_idx:
+                hist[i >> shift] += 1
+                total += 1
+        # cut the buckets into parts holding about total / nparts updates each
+        p = 0
+        cum = 0
+        for b in range(nbuckets):
+            bucket_part[b] = p
+            cum += hist[b]
+            if p < nparts - 1 and cum * nparts >= total * (p + 1):
+                p += 1
+        for p in range(nparts + 1):
+            part_start[p] = 0
+        for b in range(nbuckets):
+            part_start[bucket_part[b] + 1] += hist[b]
+        largest = 0
+        for p in range(nparts):
+            if part_start[p + 1] > largest:
+                largest = part_start[p + 1]
+            part_start[p + 1] += part_start[p]
+        if largest * 10 > total * 9:
+            # a hot set owned by one part: threads would only wait for it
+            _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
+        else:
+            for p in range(nparts):
+                fill[p] = part_start[p]
+            for k in range(n):
+                i = idx[k]
+                if i != padding_idx:
+                    p = bucket_part[i >> shift]
+                    order[fill[p]] = k
+                    fill[p] += 1
+            for p in prange(nparts, num_threads=num_threads, schedule='static', chunksize=1):
+                _scatter_list(gw, d, idx, grad, g_stride, order + part_start[p],
+                              part_start[p + 1] - part_start[p], padding_idx, counts)
+    free(hist)
+    free(bucket_part)
+    free(order)
+    free(counts)
+    return rc
+
+
+cdef int _scatter_by_value(cnp.ndarray grad_weight, const index_t* idx, Py_ssize_t n,
+                           cnp.ndarray grad, Py_ssize_t padding_idx,
+                           bint scale_by_freq, int num_threads):
+    cdef void* gw = cnp.PyArray_DATA(grad_weight)
+    cdef const void* g = cnp.PyArray_DATA(grad)
+    cdef Py_ssize_t num_rows = cnp.PyArray_DIM(grad_weight, 0)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(grad_weight, 1)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(grad_weight)
+    cdef Py_ssize_t g_stride = cnp.PyArray_STRIDE(grad, 0) // itemsize
+    cdef int rc
+    with nogil:
+        if itemsize == 2:
+            rc = _scatter(<uint16_t*>gw, num_rows, d, idx, n, <const uint16_t*>g, g_stride,
+                          padding_idx, scale_by_freq, num_threads)
+        elif itemsize == 4:
+            rc = _scatter(<float*>gw, num_rows, d, idx, n, <const float*>g, g_stride,
+                          padding_idx, scale_by_freq, num_threads)
+        else:
+            rc = _scatter(<double*>gw, num_rows, d, idx, n, <const double*>g, g_stride,
+                          padding_idx, scale_by_freq, num_threads)
+    return rc
+
+
+def scatter_add_rows(cnp.ndarray grad_weight,  # INOUT (T, d), C-contiguous
+                     cnp.ndarray indices,      # IN (B,) int32 or int64, contiguous
+                     cnp.ndarray grad,         # IN (B, d), rows contiguous
+                     Py_ssize_t padding_idx,   # -1 for none
+                     bint scale_by_freq,
+                     int num_threads):
+    cdef void* ip = cnp.PyArray_DATA(indices)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef int rc
+    if cnp.PyArray_ITEMSIZE(indices) == 4:
+        rc = _scatter_by_value(grad_weight, <const int32_t*>ip, n, grad, padding_idx,
+                               scale_by_freq, num_threads)
+    else:
+        rc = _scatter_by_value(grad_weight, <const int64_t*>ip, n, grad, padding_idx,
+                               scale_by_freq, num_threads)
+    if rc != 0:
+        raise MemoryError("scatter_add: could not allocate scratch memory")
+
+
+def naive_scatter_add_rows(cnp.ndarray grad_weight, cnp.ndarray indices, cnp.ndarray grad,
+                           Py_ssize_t padding_idx):
+    """The plainest serial loop, portable float16 arithmetic; tests hold the fast one to it."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(grad_weight, 1)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(grad_weight)
+    cdef Py_ssize_t g_stride = cnp.PyArray_STRIDE(grad, 0) // itemsize
+    cdef Py_ssize_t k, j, i
+    cdef uint16_t* h_dst
+    cdef const uint16_t* h_src
+    for k in range(n):
+        if cnp.PyArray_ITEMSIZE(indices) == 4:
+            i = (<const int32_t*>cnp.PyArray_DATA(indices))[k]
+        else:
+            i = (<const int64_t*>cnp.PyArray_DATA(indices))[k]
+        if i == padding_idx:
+            continue
+        if itemsize == 2:
+            h_dst = <uint16_t*>cnp.PyArray_DATA(grad_weight) + i * d
+            h_src = <const uint16_t*>cnp.PyArray_DATA(grad) + k * g_stride
+            for j in range(d):
+                h_dst[j] = fe_float_to_half(fe_addf(fe_half_to_float(h_dst[j]), fe_half_to_float(h_src[j])))
+        elif itemsize == 4:
+            for j in range(d):
+                (<float*>cnp.PyArray_DATA(grad_weight))[i * d + j] = fe_addf(
+                    (<float*>cnp.PyArray_DATA(grad_weight))[i * d + j],
+                    (<const float*>cnp.PyArray_DATA(grad))[k * g_stride + j])
+        else:
+            for j in range(d):
+                (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j] = fe_addd(
+                    (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j],
+                    (<const double*>cnp.PyArray_DATA(grad))[k * g_stride + j])
+
+
+# --------------------------------------------------------------------------
+# what this build and this CPU can do
+
+def build_info():
+    return {
+        "openmp": bool(fe_openmp_enabled()),
+        "openmp_version": fe_openmp_version(),
+        "omp_max_threads": fe_omp_max_threads(),
+        "cflags": FE_BUILD_CFLAGS.decode("ascii"),
+        "gather_parallel_min_bytes": GATHER_PARALLEL_MIN_BYTES,
+        "scatter_parallel_min_bytes": SCATTER_PARALLEL_MIN_BYTES,
+    }
+
+
+def cpu_features():
+    return {
+        "f16c": bool(fe_cpu_has_f16c()),
+        "avx": bool(fe_cpu_has_avx2()) or bool(fe_cpu_has_f16c()),
+        "avx2": bool(fe_cpu_has_avx2()),
+        "avx512f": bool(fe_cpu_has_avx512f()),
+    }
+
+
+def use_f16c(bint on):
+    """Turn the F16C float16 path on (where the CPU has it) or off; returns the new state."""
+    fe_set_use_f16c(on)
+    return bool(fe_get_use_f16c())
+
+
+def f16c_active():
+    return bool(fe_get_use_f16c())
+
+
+def set_isa_level(int cap):
+    """Use at most this instruction-set level for float32/float64 adds
+    (0 = SSE2/portable, 1 = AVX, 2 = AVX-512F); returns the level in use."""
+    return fe_set_isa_level(cap)
+
+
+def isa_level():
+    return fe_get_isa_level()
+
+
+def half_to_float_portable(cnp.ndarray h, cnp.ndarray out):
+    """float16 bits -> float32 with the portable converter (for tests)."""
+    cdef Py_ssize_t k, n = cnp.PyArray_SIZE(h)
+    cdef const uint16_t* src = <const uint16_t*>cnp.PyArray_DATA(h)
+    cdef float* dst = <float*>cnp.PyArray_DATA(out)
+    with nogil:
+        for k in range(n):
+            dst[k] = fe_half_to_float(src[k])
+
+
+def float_to_half_portable(cnp.ndarray f, cnp.ndarray out):
+    """float32 -> float16 bits with the portable converter (for tests)."""
+    cdef Py_ssize_t k, n = cnp.PyArray_SIZE(f)
+    cdef const float* src = <const float*>cnp.PyArray_DATA(f)
+    cdef uint16_t* dst = <uint16_t*>cnp.PyArray_DATA(out)
+    with nogil:
+        for k in range(n):
+            dst[k] = fe_float_to_half(src[k])
