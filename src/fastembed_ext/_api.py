@@ -80,6 +80,13 @@ _env_threads, _env_threads_error = _threads_from_env()
 _forced_backend, _forced_backend_error = _backend_from_env()
 _default_threads = _env_threads if _env_threads is not None else _platform_default_threads()
 
+# The lean entry points in _kernels take the simple, valid calls of
+# backend="auto" in a fraction of a microsecond, and hand everything else
+# (anything unusual, anything invalid) back to the full path below, having
+# written nothing.  They apply no rule of their own: they only decline.
+_lean = (_kernels is not None and _forced_backend in (None, "cython")
+         and _forced_backend_error is None and _env_threads_error is None)
+
 
 # --------------------------------------------------------------------------
 # threads and backend
@@ -324,6 +331,9 @@ def gather(weight, indices, *, out=None, backend="auto", num_threads=None):
     ndarray of shape S + (d,)
         Bit for bit ``np.take(weight, indices, axis=0)``.
     """
+    if _lean and out is not None and backend == "auto" and num_threads is None \
+            and _kernels.gather_lean(weight, indices, out, _default_threads):
+        return out
     backend = _resolve_backend(backend)
     num_threads = _resolve_threads(num_threads)
     w = _as_input(weight, "weight")
@@ -368,6 +378,9 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto",
         Bit for bit what ``np.add.at(grad_weight, indices, grad)`` leaves
         (float16 rounds after every add), for any thread count.
     """
+    if _lean and padding_idx is None and backend == "auto" and num_threads is None \
+            and _kernels.scatter_add_lean(grad_weight, indices, grad, _default_threads):
+        return grad_weight
     backend = _resolve_backend(backend)
     num_threads = _resolve_threads(num_threads)
     gw = grad_weight

@@ -11,7 +11,7 @@
 # whole copy on a small batch.
 
 from libc.stdint cimport int32_t, int64_t, uint16_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy, memset
 from cython.parallel cimport prange
 
@@ -200,6 +200,29 @@ cdef void _scatter_list(value_t* gw, Py_ssize_t d, const index_t* idx,
             _add_scaled_row(gw + i * d, grad + k * g_stride, d, 1.0 / <double>counts[i])
 
 
+cdef void _histogram_chunk(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi, int shift,
+                           Py_ssize_t padding_idx, Py_ssize_t* hist) noexcept nogil:
+    cdef Py_ssize_t k, i
+    for k in range(lo, hi):
+        i = idx[k]
+        if i != padding_idx:
+            hist[i >> shift] += 1
+
+
+cdef void _order_chunk(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi, int shift,
+                       Py_ssize_t padding_idx, const int* bucket_part, Py_ssize_t* fill,
+                       Py_ssize_t* order) noexcept nogil:
+    # stable: chunk c's updates land after those of chunks < c in every part
+    cdef Py_ssize_t k, i
+    cdef int p
+    for k in range(lo, hi):
+        i = idx[k]
+        if i != padding_idx:
+            p = bucket_part[i >> shift]
+            order[fill[p]] = k
+            fill[p] += 1
+
+
 cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
                   const index_t* idx, Py_ssize_t n,
                   const value_t* grad, Py_ssize_t g_stride,
@@ -208,12 +231,12 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
     # Returns 0, or -1 when scratch memory could not be had (nothing written).
     cdef Py_ssize_t* counts = NULL
     cdef Py_ssize_t* order = NULL
-    cdef Py_ssize_t* hist = NULL
+    cdef Py_ssize_t* hist = NULL      # (nchunks, nbuckets) per-chunk histograms
+    cdef Py_ssize_t* fill = NULL      # (nchunks, nparts) write cursors
     cdef int* bucket_part = NULL
-    cdef Py_ssize_t part_start[257]
-    cdef Py_ssize_t fill[257]
-    cdef Py_ssize_t k, i, b, total, cum, largest
-    cdef int p, nparts, shift, nbuckets
+    cdef Py_ssize_t part_start[65]
+    cdef Py_ssize_t k, i, b, total, cum, largest, h
+    cdef int p, c, nparts, nchunks, shift, nbuckets
     cdef int rc = 0
 
     if n == 0 or d == 0:
@@ -229,66 +252,82 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
         for k in range(n):
             counts[idx[k]] += 1
 
-    nparts = num_threads if num_threads < 256 else 256
+    nparts = num_threads if num_threads < 64 else 64
     if nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES:
         _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
         free(counts)
         return 0
 
-    # Row ownership: part p owns the rows of a run of buckets, and applies the
-    # updates of its rows in index order.  Each row is written by one part
-    # only, in the order a serial loop would use: the same bits for any thread
-    # count.
+    # Row ownership: part p owns the rows of a run of buckets and applies the
+    # updates to its rows in index order.  Every row is written by one part
+    # only, in the order a serial loop would use: the same bits for any
+    # thread count.  The parts are cut so that each holds about the same
+    # number of updates (Zipf-hot rows do not all land on one thread), and the
+    # updates are sorted into parts by a parallel, stable counting sort.
+    nchunks = nparts
     shift = 0
     while ((num_rows - 1) >> shift) >= N_BUCKETS_MAX:
         shift += 1
     nbuckets = <int>(((num_rows - 1) >> shift) + 1)
-    hist = <Py_ssize_t*>malloc(nbuckets * sizeof(Py_ssize_t))
+    hist = <Py_ssize_t*>calloc(<size_t>nchunks * nbuckets, sizeof(Py_ssize_t))
+    fill = <Py_ssize_t*>malloc(<size_t>nchunks * nparts * sizeof(Py_ssize_t))
     bucket_part = <int*>malloc(nbuckets * sizeof(int))
     order = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
-    if hist == NULL or bucket_part == NULL or order == NULL:
+    if hist == NULL or fill == NULL or bucket_part == NULL or order == NULL:
         rc = -1
     else:
-        memset(hist, 0, nbuckets * sizeof(Py_ssize_t))
+        for c in prange(nchunks, num_threads=num_threads, schedule='static', chunksize=1):
+            _histogram_chunk(idx, n * c // nchunks, n * (c + 1) // nchunks, shift,
+                             padding_idx, hist + <Py_ssize_t>c * nbuckets)
+        # merge into chunk 0's row, keeping the others for the cursors below
         total = 0
-        for k in range(n):
-            i = idx[k]
-            if i != padding_idx:
-                hist[i >> shift] += 1
-                total += 1
-        # cut the buckets into parts holding about total / nparts updates each
         p = 0
         cum = 0
         for b in range(nbuckets):
-            bucket_part[b] = p
-            cum += hist[b]
-            if p < nparts - 1 and cum * nparts >= total * (p + 1):
-                p += 1
+            h = 0
+            for c in range(nchunks):
+                h = h + hist[<Py_ssize_t>c * nbuckets + b]
+            total += h
         for p in range(nparts + 1):
             part_start[p] = 0
+        p = 0
         for b in range(nbuckets):
-            part_start[bucket_part[b] + 1] += hist[b]
+            h = 0
+            for c in range(nchunks):
+                h = h + hist[<Py_ssize_t>c * nbuckets + b]
+            bucket_part[b] = p
+            part_start[p + 1] += h
+            cum += h
+            if p < nparts - 1 and cum * nparts >= total * (p + 1):
+                p += 1
         largest = 0
         for p in range(nparts):
             if part_start[p + 1] > largest:
                 largest = part_start[p + 1]
             part_start[p + 1] += part_start[p]
         if largest * 10 > total * 9:
-            # a hot set owned by one part: threads would only wait for it
+            # a hot set owned by one part: the other threads would only wait
             _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
         else:
+            # cursor of (chunk c, part p) = start of p + updates of p in chunks < c
+            memset(fill, 0, <size_t>nchunks * nparts * sizeof(Py_ssize_t))
+            for c in range(nchunks):
+                for b in range(nbuckets):
+                    fill[<Py_ssize_t>c * nparts + bucket_part[b]] += hist[<Py_ssize_t>c * nbuckets + b]
             for p in range(nparts):
-                fill[p] = part_start[p]
-            for k in range(n):
-                i = idx[k]
-                if i != padding_idx:
-                    p = bucket_part[i >> shift]
-                    order[fill[p]] = k
-                    fill[p] += 1
+                cum = part_start[p]
+                for c in range(nchunks):
+                    h = fill[<Py_ssize_t>c * nparts + p]
+                    fill[<Py_ssize_t>c * nparts + p] = cum
+                    cum = cum + h
+            for c in prange(nchunks, num_threads=num_threads, schedule='static', chunksize=1):
+                _order_chunk(idx, n * c // nchunks, n * (c + 1) // nchunks, shift, padding_idx,
+                             bucket_part, fill + <Py_ssize_t>c * nparts, order)
             for p in prange(nparts, num_threads=num_threads, schedule='static', chunksize=1):
                 _scatter_list(gw, d, idx, grad, g_stride, order + part_start[p],
                               part_start[p + 1] - part_start[p], padding_idx, counts)
     free(hist)
+    free(fill)
     free(bucket_part)
     free(order)
     free(counts)
@@ -369,6 +408,122 @@ def naive_scatter_add_rows(cnp.ndarray grad_weight, cnp.ndarray indices, cnp.nda
                 (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j] = fe_addd(
                     (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j],
                     (<const double*>cnp.PyArray_DATA(grad))[k * g_stride + j])
+
+
+# --------------------------------------------------------------------------
+# the lean entry points
+#
+# _api.py calls these first when a call is the common simple case (plain
+# ndarrays, 1-D int32/int64 indices, C-contiguous float arrays, no options).
+# They only accept: any input they are not sure of, and any bad input, makes
+# them return False having written nothing, and _api.py then takes the full
+# path, which applies every rule and raises the precise error.  This keeps a
+# tiny call at a fraction of a microsecond: no buffer acquisition, no Python
+# attribute lookups.
+
+cdef inline bint _plain_values(cnp.ndarray a, int ndim) noexcept:
+    cdef int t = cnp.PyArray_TYPE(a)
+    return (cnp.PyArray_NDIM(a) == ndim
+            and (t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64 or t == cnp.NPY_FLOAT16)
+            and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a))
+
+
+cdef inline bint _plain_indices(cnp.ndarray a) noexcept:
+    cdef int t = cnp.PyArray_TYPE(a)
+    return (cnp.PyArray_NDIM(a) == 1
+            and (t == cnp.NPY_INT32 or t == cnp.NPY_INT64)
+            and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a))
+
+
+cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
+    # both C-contiguous: their bytes are exactly [data, data + nbytes)
+    cdef char* pa = <char*>cnp.PyArray_DATA(a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(b)
+    cdef Py_ssize_t na = cnp.PyArray_NBYTES(a)
+    cdef Py_ssize_t nb = cnp.PyArray_NBYTES(b)
+    return na == 0 or nb == 0 or pa + na <= pb or pb + nb <= pa
+
+
+def gather_lean(object weight, object indices, object out, int num_threads):
+    """gather into out for the simple case; False (nothing written) if not applicable."""
+    if type(weight) is not cnp.ndarray or type(indices) is not cnp.ndarray \
+            or type(out) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray w = <cnp.ndarray>weight
+    cdef cnp.ndarray idx = <cnp.ndarray>indices
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if not (_plain_values(w, 2) and _plain_indices(idx) and _plain_values(o, 2)
+            and cnp.PyArray_ISWRITEABLE(o) and cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(w)
+            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(idx, 0)
+            and cnp.PyArray_DIM(o, 1) == cnp.PyArray_DIM(w, 1)
+            and _disjoint(o, w) and _disjoint(o, idx)):
+        return False
+    cdef void* ip = cnp.PyArray_DATA(idx)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(idx, 0)
+    cdef Py_ssize_t num_rows = cnp.PyArray_DIM(w, 0)
+    cdef Py_ssize_t row_bytes = cnp.PyArray_DIM(w, 1) * cnp.PyArray_ITEMSIZE(w)
+    cdef const char* wp = <const char*>cnp.PyArray_DATA(w)
+    cdef char* op = <char*>cnp.PyArray_DATA(o)
+    cdef bint is32 = cnp.PyArray_TYPE(idx) == cnp.NPY_INT32
+    cdef Py_ssize_t bad
+    with nogil:
+        if is32:
+            bad = _first_out_of_range(<const int32_t*>ip, n, num_rows)
+            if bad < 0:
+                _gather(wp, row_bytes, <const int32_t*>ip, n, op, row_bytes, num_threads)
+        else:
+            bad = _first_out_of_range(<const int64_t*>ip, n, num_rows)
+            if bad < 0:
+                _gather(wp, row_bytes, <const int64_t*>ip, n, op, row_bytes, num_threads)
+    return bad < 0
+
+
+def scatter_add_lean(object grad_weight, object indices, object grad, int num_threads):
+    """scatter_add for the simple case; False (nothing written) if not applicable."""
+    if type(grad_weight) is not cnp.ndarray or type(indices) is not cnp.ndarray \
+            or type(grad) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray gw = <cnp.ndarray>grad_weight
+    cdef cnp.ndarray idx = <cnp.ndarray>indices
+    cdef cnp.ndarray g = <cnp.ndarray>grad
+    if not (_plain_values(gw, 2) and _plain_indices(idx) and _plain_values(g, 2)
+            and cnp.PyArray_ISWRITEABLE(gw) and cnp.PyArray_TYPE(g) == cnp.PyArray_TYPE(gw)
+            and cnp.PyArray_DIM(g, 0) == cnp.PyArray_DIM(idx, 0)
+            and cnp.PyArray_DIM(g, 1) == cnp.PyArray_DIM(gw, 1)
+            and _disjoint(gw, g) and _disjoint(gw, idx)):
+        return False
+    cdef void* ip = cnp.PyArray_DATA(idx)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(idx, 0)
+    cdef int rc
+    if cnp.PyArray_TYPE(idx) == cnp.NPY_INT32:
+        if _first_out_of_range(<const int32_t*>ip, n, cnp.PyArray_DIM(gw, 0)) >= 0:
+            return False
+        rc = _scatter_by_value(gw, <const int32_t*>ip, n, g, -1, False, num_threads)
+    else:
+        if _first_out_of_range(<const int64_t*>ip, n, cnp.PyArray_DIM(gw, 0)) >= 0:
+            return False
+        rc = _scatter_by_value(gw, <const int64_t*>ip, n, g, -1, False, num_threads)
+    if rc != 0:
+        raise MemoryError("scatter_add: could not allocate scratch memory")
+    return True
+
+
+def copy_bytes(cnp.ndarray src, cnp.ndarray dst, int num_threads):
+    """A streaming copy of src into dst (both C-contiguous, same size) in num_threads
+    slices: the bandwidth ceiling that bench/ measures gather against."""
+    cdef const char* s = <const char*>cnp.PyArray_DATA(src)
+    cdef char* d = <char*>cnp.PyArray_DATA(dst)
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(dst)
+    cdef Py_ssize_t t, lo, hi
+    cdef int parts = num_threads if num_threads > 1 else 1
+    for t in prange(parts, nogil=True, num_threads=parts, schedule='static', chunksize=1):
+        lo = nbytes * t // parts
+        hi = nbytes * (t + 1) // parts
+        memcpy(d + lo, s + lo, hi - lo)
 
 
 # --------------------------------------------------------------------------

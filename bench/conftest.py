@@ -1,0 +1,108 @@
+"""Shared, seeded, cached inputs for the benchmark suites.
+
+Run the full grid (minutes):      pytest bench
+Run every case once as a test:    pytest bench --benchmark-disable   (CI; a reduced grid)
+
+Groups hold every backend for one (op, dtype, T, d, B, distribution, index
+dtype), so each table in the report reads as a ratio table.  Absolute times
+on a shared machine mean little; compare the rows of one group, one run.
+"""
+import os
+import platform
+
+import numpy as np
+import pytest
+
+import fastembed_ext
+from fastembed_ext.__main__ import zipf_ids
+
+B = 65536
+FULL_T = (30_000, 1_000_000)
+FULL_D = (16, 64, 128, 300, 768)
+SMOKE_T = (30_000,)
+SMOKE_D = (16, 128)
+DISTS = ("uniform", "zipf")
+INDEX_DTYPES = ("int32", "int64")
+THREADS = int(os.environ.get("FASTEMBED_EXT_BENCH_THREADS", "2"))
+
+_cache = {}
+
+
+def _smoke(config):
+    return config.getoption("benchmark_disable", False)
+
+
+def pytest_generate_tests(metafunc):
+    smoke = _smoke(metafunc.config)
+    grid = {
+        "T": SMOKE_T if smoke else FULL_T,
+        "d": SMOKE_D if smoke else FULL_D,
+        "dist": DISTS,
+        "index_dtype": INDEX_DTYPES[1:] if smoke else INDEX_DTYPES,
+    }
+    for name, values in grid.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values, scope="module")
+
+
+def cached(key, make):
+    """One live entry per kind of input, so a 1M-row table is built once per run."""
+    kind = key[0]
+    for k in [k for k in _cache if k[0] == kind and k != key]:
+        del _cache[k]
+    if key not in _cache:
+        _cache[key] = make()
+    return _cache[key]
+
+
+def table(T, d, dtype=np.float32):
+    def make():
+        rng = np.random.default_rng(1)
+        w = np.empty((T, d), dtype)
+        w[...] = rng.random((T, d), dtype=np.float32) - 0.5 if dtype != np.float64 \
+            else rng.random((T, d)) - 0.5
+        return w
+    return cached(("table", T, d, np.dtype(dtype).str), make)
+
+
+def indices(T, dist, index_dtype, size=B):
+    def make():
+        rng = np.random.default_rng(2)
+        if dist == "uniform":
+            ids = rng.integers(0, T, size=size)
+        else:
+            ids = zipf_ids(rng, T, size)
+        return ids.astype(index_dtype)
+    return cached(("indices", T, dist, index_dtype, size), make)
+
+
+def grads(d, dtype=np.float32, size=B):
+    def make():
+        rng = np.random.default_rng(3)
+        return (rng.random((size, d), dtype=np.float32) - 0.5).astype(dtype)
+    return cached(("grads", d, np.dtype(dtype).str, size), make)
+
+
+def describe(benchmark, backend, threads):
+    benchmark.extra_info.update({
+        "backend": backend,
+        "threads": threads,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "fastembed_ext": fastembed_ext.__version__,
+        "openmp": fastembed_ext.info()["openmp"],
+    })
+
+
+def torch_or_skip():
+    return pytest.importorskip("torch")
+
+
+BACKENDS = ["numpy", "cython-1", f"cython-{THREADS}", "torch-1", f"torch-{THREADS}"]
+
+
+def backend_threads(backend):
+    name, _, n = backend.partition("-")
+    return name, int(n) if n else 1
