@@ -255,3 +255,33 @@ static int fe_set_isa_level(int cap)
 static int fe_get_isa_level(void) { return fe_isa_level; }
 
 #endif /* FE_ADD_H */
+
+/* ---- row copies for gather ------------------------------------------- */
+#ifndef FE_COPY_H
+#define FE_COPY_H
+
+/*
+ * A row copy specialised on the common widths: a constant-size memcpy is
+ * inlined as a few vector moves, where a call into libc's memcpy costs more
+ * than the copy itself on a 64-byte row (bench/: d=16 float32 went from
+ * 0.92x to above np.take).
+ */
+static inline void fe_copy_row(char *dst, const char *src, size_t n)
+{
+    switch (n) {
+    case 16: memcpy(dst, src, 16); return;
+    case 32: memcpy(dst, src, 32); return;
+    case 64: memcpy(dst, src, 64); return;
+    case 128: memcpy(dst, src, 128); return;
+    case 256: memcpy(dst, src, 128); memcpy(dst + 128, src + 128, 128); return;
+    default: memcpy(dst, src, n); return;
+    }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FE_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#else
+#define FE_PREFETCH(p) ((void)0)
+#endif
+
+#endif /* FE_COPY_H */

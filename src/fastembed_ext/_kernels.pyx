@@ -37,6 +37,8 @@ cdef extern from "_fe_half.h" nogil:
     void fe_add_row_f64(double* dst, const double* src, Py_ssize_t n)
     int fe_set_isa_level(int cap)
     int fe_get_isa_level()
+    void fe_copy_row(char* dst, const char* src, size_t n)
+    void FE_PREFETCH(const void* p)
 
 cdef extern from *:
     """
@@ -60,7 +62,12 @@ ctypedef fused value_t:
 # Below this many bytes moved, a call stays on the calling thread: waking the
 # OpenMP team costs more than it saves.
 cdef Py_ssize_t GATHER_PARALLEL_MIN_BYTES = 1 << 18
-cdef Py_ssize_t SCATTER_PARALLEL_MIN_BYTES = 1 << 18
+# A parallel scatter pays for its partition pass only when the rows are wide
+# and the table is larger than the caches (bench/, 2 cores: a cache-resident
+# table or 64-byte rows ran at 0.6-0.98x of one thread; T=1M d=64 at 1.6x).
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_BYTES = 1 << 20
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 256
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_TABLE_BYTES = 1 << 25
 
 # Row-ownership partition of a parallel scatter: indices are histogrammed into
 # at most this many buckets of consecutive rows, and cut into parts of equal
@@ -107,17 +114,44 @@ def first_out_of_range(cnp.ndarray indices, Py_ssize_t num_rows):
 # --------------------------------------------------------------------------
 # gather: out[k, :] = weight[idx[k], :]
 
-cdef void _gather(const char* weight, Py_ssize_t w_stride, const index_t* idx,
-                  Py_ssize_t n, char* out, Py_ssize_t row_bytes,
-                  int num_threads) noexcept nogil:
-    cdef Py_ssize_t k
-    if num_threads > 1 and n * row_bytes >= GATHER_PARALLEL_MIN_BYTES:
-        # each output row is written by exactly one thread
-        for k in prange(n, num_threads=num_threads, schedule='static'):
-            memcpy(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
+# Rows are prefetched this many indices ahead when the table is larger than
+# the caches: the loads of a random gather are otherwise serialised misses.
+cdef Py_ssize_t PREFETCH_AHEAD = 8
+cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 24
+
+
+cdef void _gather_range(const char* weight, Py_ssize_t w_stride, const index_t* idx,
+                        Py_ssize_t lo, Py_ssize_t hi, char* out, Py_ssize_t row_bytes,
+                        bint prefetch) noexcept nogil:
+    cdef Py_ssize_t k, j, ahead
+    cdef const char* row
+    if prefetch:
+        ahead = hi - PREFETCH_AHEAD
+        for k in range(lo, hi):
+            if k < ahead:
+                row = weight + <Py_ssize_t>idx[k + PREFETCH_AHEAD] * w_stride
+                # the first lines of the row; the hardware streams the rest
+                for j in range(0, row_bytes if row_bytes < 256 else 256, 64):
+                    FE_PREFETCH(row + j)
+            fe_copy_row(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
     else:
-        for k in range(n):
-            memcpy(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
+        for k in range(lo, hi):
+            fe_copy_row(out + k * row_bytes, weight + <Py_ssize_t>idx[k] * w_stride, row_bytes)
+
+
+cdef void _gather(const char* weight, Py_ssize_t w_stride, Py_ssize_t num_rows,
+                  const index_t* idx, Py_ssize_t n, char* out, Py_ssize_t row_bytes,
+                  int num_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef bint prefetch = num_rows * row_bytes >= PREFETCH_MIN_TABLE_BYTES
+    if num_threads > 1 and n * row_bytes >= GATHER_PARALLEL_MIN_BYTES:
+        # each thread writes one contiguous slice of out (and first-touches
+        # its pages, when out is fresh)
+        for c in prange(num_threads, num_threads=num_threads, schedule='static', chunksize=1):
+            _gather_range(weight, w_stride, idx, n * c // num_threads, n * (c + 1) // num_threads,
+                          out, row_bytes, prefetch)
+    else:
+        _gather_range(weight, w_stride, idx, 0, n, out, row_bytes, prefetch)
 
 
 def gather_rows(cnp.ndarray weight,   # IN (T, d), rows contiguous
@@ -130,11 +164,12 @@ def gather_rows(cnp.ndarray weight,   # IN (T, d), rows contiguous
     cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
     cdef char* o = <char*>cnp.PyArray_DATA(out)
     cdef Py_ssize_t row_bytes = cnp.PyArray_DIM(weight, 1) * cnp.PyArray_ITEMSIZE(weight)
+    cdef Py_ssize_t num_rows = cnp.PyArray_DIM(weight, 0)
     with nogil:
         if cnp.PyArray_ITEMSIZE(indices) == 4:
-            _gather(w, w_stride, <const int32_t*>ip, n, o, row_bytes, num_threads)
+            _gather(w, w_stride, num_rows, <const int32_t*>ip, n, o, row_bytes, num_threads)
         else:
-            _gather(w, w_stride, <const int64_t*>ip, n, o, row_bytes, num_threads)
+            _gather(w, w_stride, num_rows, <const int64_t*>ip, n, o, row_bytes, num_threads)
 
 
 def naive_gather_rows(cnp.ndarray weight, cnp.ndarray indices, cnp.ndarray out):
@@ -253,7 +288,9 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
             counts[idx[k]] += 1
 
     nparts = num_threads if num_threads < 64 else 64
-    if nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES:
+    if (nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES
+            or d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_ROW_BYTES
+            or num_rows * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_TABLE_BYTES):
         _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
         free(counts)
         return 0
@@ -474,11 +511,11 @@ def gather_lean(object weight, object indices, object out, int num_threads):
         if is32:
             bad = _first_out_of_range(<const int32_t*>ip, n, num_rows)
             if bad < 0:
-                _gather(wp, row_bytes, <const int32_t*>ip, n, op, row_bytes, num_threads)
+                _gather(wp, row_bytes, num_rows, <const int32_t*>ip, n, op, row_bytes, num_threads)
         else:
             bad = _first_out_of_range(<const int64_t*>ip, n, num_rows)
             if bad < 0:
-                _gather(wp, row_bytes, <const int64_t*>ip, n, op, row_bytes, num_threads)
+                _gather(wp, row_bytes, num_rows, <const int64_t*>ip, n, op, row_bytes, num_threads)
     return bad < 0
 
 
@@ -537,6 +574,8 @@ def build_info():
         "cflags": FE_BUILD_CFLAGS.decode("ascii"),
         "gather_parallel_min_bytes": GATHER_PARALLEL_MIN_BYTES,
         "scatter_parallel_min_bytes": SCATTER_PARALLEL_MIN_BYTES,
+        "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
+        "scatter_parallel_min_table_bytes": SCATTER_PARALLEL_MIN_TABLE_BYTES,
     }
 
 
