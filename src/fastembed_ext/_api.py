@@ -80,6 +80,24 @@ _env_threads, _env_threads_error = _threads_from_env()
 _forced_backend, _forced_backend_error = _backend_from_env()
 _default_threads = _env_threads if _env_threads is not None else _platform_default_threads()
 
+# libgomp is not fork-safe: a child forked after the parent ran a parallel
+# region hangs in its first one.  Such a child runs every call on its own
+# thread, unless FASTEMBED_EXT_THREADS_AFTER_FORK=1 says the runtime in use
+# copes (LLVM's libomp does).
+_forked_serial = False
+
+
+def _after_fork_in_child():
+    global _forked_serial, _default_threads
+    if (_kernels is not None and _kernels.pool_started()
+            and os.environ.get("FASTEMBED_EXT_THREADS_AFTER_FORK", "0") != "1"):
+        _forked_serial = True
+        _default_threads = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 # The lean entry points in _kernels take the simple, valid calls of
 # backend="auto" in a fraction of a microsecond, and hand everything else
 # (anything unusual, anything invalid) back to the full path below, having
@@ -110,7 +128,8 @@ def set_num_threads(n):
         whatever this says: threads start only where they pay.
     """
     global _default_threads, _env_threads_error
-    _default_threads = _check_num_threads(n, "n")
+    n = _check_num_threads(n, "n")
+    _default_threads = 1 if _forked_serial else n
     _env_threads_error = None  # an explicit choice replaces a bad environment value
 
 
@@ -131,7 +150,8 @@ def _resolve_threads(num_threads):
         if _env_threads_error is not None:
             raise ValueError(_env_threads_error)
         return _default_threads
-    return _check_num_threads(num_threads)
+    num_threads = _check_num_threads(num_threads)
+    return 1 if _forked_serial else num_threads
 
 
 def _resolve_backend(backend):
@@ -491,6 +511,7 @@ def info():
         "env_errors": [e for e in (_forced_backend_error, _env_threads_error) if e],
         "openmp": bool(build.get("openmp", False)),
         "num_threads": _default_threads,
+        "serial_after_fork": _forked_serial,
         "value_dtypes": [str(t) for t in VALUE_DTYPES],
         "index_dtypes": "int32 and int64 used as they are; other integer dtypes converted",
         "cpu": cpu,

@@ -17,7 +17,8 @@ from cython.parallel cimport prange
 
 cimport numpy as cnp
 
-from fastembed_ext._openmp cimport fe_openmp_enabled, fe_omp_max_threads, fe_openmp_version
+from fastembed_ext._openmp cimport (fe_get_pool_started, fe_mark_pool_started, fe_omp_max_threads,
+                                    fe_openmp_enabled, fe_openmp_version)
 
 cnp.import_array()
 
@@ -147,6 +148,7 @@ cdef void _gather(const char* weight, Py_ssize_t w_stride, Py_ssize_t num_rows,
     if num_threads > 1 and n * row_bytes >= GATHER_PARALLEL_MIN_BYTES:
         # each thread writes one contiguous slice of out (and first-touches
         # its pages, when out is fresh)
+        fe_mark_pool_started()
         for c in prange(num_threads, num_threads=num_threads, schedule='static', chunksize=1):
             _gather_range(weight, w_stride, idx, n * c // num_threads, n * (c + 1) // num_threads,
                           out, row_bytes, prefetch)
@@ -313,6 +315,7 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
     if hist == NULL or fill == NULL or bucket_part == NULL or order == NULL:
         rc = -1
     else:
+        fe_mark_pool_started()
         for c in prange(nchunks, num_threads=num_threads, schedule='static', chunksize=1):
             _histogram_chunk(idx, n * c // nchunks, n * (c + 1) // nchunks, shift,
                              padding_idx, hist + <Py_ssize_t>c * nbuckets)
@@ -557,6 +560,10 @@ def copy_bytes(cnp.ndarray src, cnp.ndarray dst, int num_threads):
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(dst)
     cdef Py_ssize_t t, lo, hi
     cdef int parts = num_threads if num_threads > 1 else 1
+    if parts == 1:
+        memcpy(d, s, nbytes)
+        return
+    fe_mark_pool_started()
     for t in prange(parts, nogil=True, num_threads=parts, schedule='static', chunksize=1):
         lo = nbytes * t // parts
         hi = nbytes * (t + 1) // parts
@@ -577,6 +584,11 @@ def build_info():
         "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
         "scatter_parallel_min_table_bytes": SCATTER_PARALLEL_MIN_TABLE_BYTES,
     }
+
+
+def pool_started():
+    """Whether this process has run an OpenMP parallel region."""
+    return bool(fe_get_pool_started())
 
 
 def cpu_features():

@@ -4,6 +4,11 @@
 
 cdef extern from * nogil:
     """
+    /* set on the first parallel region: after a fork, libgomp's pool is not
+       usable in the child, so the library then runs serially there */
+    static int fe_pool_started = 0;
+    static void fe_mark_pool_started(void) { fe_pool_started = 1; }
+    static int fe_get_pool_started(void) { return fe_pool_started; }
     #ifdef _OPENMP
     #include <omp.h>
     static int fe_openmp_enabled(void) { return 1; }
@@ -15,6 +20,8 @@ cdef extern from * nogil:
     static int fe_openmp_version(void) { return 0; }
     #endif
     """
+    void fe_mark_pool_started()
+    int fe_get_pool_started()
     int fe_openmp_enabled()
     int fe_omp_max_threads()
     int fe_openmp_version()

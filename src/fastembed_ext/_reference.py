@@ -33,7 +33,9 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None):
     float16 rounds after every add, as ``np.add.at`` does.
     """
     indices, grad = _without_padding(indices, grad, padding_idx)
-    np.add.at(grad_weight, indices, grad)
+    # silent on inf - inf and NaN, like the compiled path: both backends behave alike
+    with np.errstate(all="ignore"):
+        np.add.at(grad_weight, indices, grad)
     return grad_weight
 
 
@@ -47,7 +49,8 @@ def scale_by_freq(grad, indices):
     opmath = np.float64 if grad.dtype == np.float64 else np.float32
     _, inverse, counts = np.unique(indices, return_inverse=True, return_counts=True)
     scale = (1.0 / counts.astype(np.float64)).astype(opmath)[inverse.reshape(indices.shape)]
-    return (grad.astype(opmath) * scale[..., None]).astype(grad.dtype)
+    with np.errstate(all="ignore"):
+        return (grad.astype(opmath) * scale[..., None]).astype(grad.dtype)
 
 
 def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
