@@ -192,15 +192,25 @@ def _as_input(x, name):
             f"{type(x).__name__} as an array ({exc})") from None
 
 
+def _is_bfloat16(dtype):
+    # ml_dtypes.bfloat16, recognised without importing ml_dtypes (an optional extra)
+    return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.kind == "V" \
+        and dtype.type.__module__.split(".")[0] == "ml_dtypes"
+
+
+def _kind16(dtype):
+    return _kernels.VALUE_BFLOAT16 if _is_bfloat16(dtype) else _kernels.VALUE_FLOAT16
+
+
 def _dtype_text(dtype):
     return str(dtype) if dtype.isnative else f"{dtype} (byte order {dtype.str})"
 
 
 def _check_value_dtype(a, name):
-    if a.dtype not in VALUE_DTYPES:
+    if a.dtype not in VALUE_DTYPES and not _is_bfloat16(a.dtype):
         raise TypeError(
-            f"{name} must have dtype float16, float32 or float64 in native byte order, "
-            f"got {_dtype_text(a.dtype)}")
+            f"{name} must have dtype float16, float32 or float64 in native byte order "
+            f"(or ml_dtypes.bfloat16), got {_dtype_text(a.dtype)}")
 
 
 def _check_same_dtype(a, name, ref, ref_name):
@@ -424,7 +434,7 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto",
         _reference.scatter_add(gw, idx, g, padding_idx=pad)
     else:
         _kernels.scatter_add_rows(gw, flat, _rows(g.reshape(flat.size, d)),
-                                  -1 if pad is None else pad, False, num_threads)
+                                  -1 if pad is None else pad, False, num_threads, _kind16(gw.dtype))
     return grad_weight
 
 
@@ -479,7 +489,8 @@ def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
                                              scale_grad_by_freq=bool(scale_grad_by_freq))
     grad_weight = np.zeros((num_rows, d), dtype=g.dtype)
     _kernels.scatter_add_rows(grad_weight, flat, _rows(g.reshape(flat.size, d)),
-                              -1 if pad is None else pad, bool(scale_grad_by_freq), num_threads)
+                              -1 if pad is None else pad, bool(scale_grad_by_freq), num_threads,
+                              _kind16(g.dtype))
     return grad_weight
 
 
@@ -513,6 +524,7 @@ def info():
         "num_threads": _default_threads,
         "serial_after_fork": _forked_serial,
         "value_dtypes": [str(t) for t in VALUE_DTYPES],
+        "optional_value_dtypes": ["bfloat16 (with ml_dtypes installed)"],
         "index_dtypes": "int32 and int64 used as they are; other integer dtypes converted",
         "cpu": cpu,
         "float16_path": ("f16c" if compiled and _kernels.f16c_active() else "portable"),

@@ -253,4 +253,46 @@ static inline void fe_half_add_scaled_row(uint16_t *dst, const uint16_t *src,
     }
 }
 
+/* ---- bfloat16 (ml_dtypes) ------------------------------------------- */
+/*
+ * ml_dtypes adds bfloat16 by converting both operands to float32, adding, and
+ * rounding back to nearest even; a NaN result becomes the canonical quiet NaN
+ * 0x7fc0 with the sign of the float32 NaN (payloads do not survive).
+ */
+static inline float fe_bf16_to_float(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t fe_float_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((u >> 16) & 0x8000u) | 0x7fc0u;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static void fe_bf16_add_row(uint16_t *dst, const uint16_t *src, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) {
+        dst[j] = fe_float_to_bf16(fe_addf(fe_bf16_to_float(dst[j]), fe_bf16_to_float(src[j])));
+    }
+}
+
+static void fe_bf16_add_scaled_row(uint16_t *dst, const uint16_t *src, ptrdiff_t n, float scale)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) {
+        uint16_t c = fe_float_to_bf16(fe_bf16_to_float(src[j]) * scale);
+        dst[j] = fe_float_to_bf16(fe_addf(fe_bf16_to_float(dst[j]), fe_bf16_to_float(c)));
+    }
+}
+
 #endif /* FE_HALF_H */

@@ -39,6 +39,10 @@ cdef extern from "_fe_half.h" nogil:
     int fe_set_isa_level(int cap)
     int fe_get_isa_level()
     void fe_copy_row(char* dst, const char* src, size_t n)
+    void fe_bf16_add_row(uint16_t* dst, const uint16_t* src, Py_ssize_t n)
+    void fe_bf16_add_scaled_row(uint16_t* dst, const uint16_t* src, Py_ssize_t n, float scale)
+    float fe_bf16_to_float(uint16_t h)
+    uint16_t fe_float_to_bf16(float f)
     void FE_PREFETCH(const void* p)
 
 cdef extern from *:
@@ -54,10 +58,22 @@ ctypedef fused index_t:
     int32_t
     int64_t
 
+ctypedef struct bf16_t:
+    uint16_t bits  # ml_dtypes.bfloat16, as its bits; arithmetic in _fe_half.h
+
 ctypedef fused value_t:
     uint16_t  # float16, as its bits; arithmetic goes through _fe_half.h
+    bf16_t
     float
     double
+
+# what a 2-byte value dtype is; every other dtype is told apart by itemsize
+cdef enum:
+    KIND_FLOAT16 = 0
+    KIND_BFLOAT16 = 1
+
+VALUE_FLOAT16 = KIND_FLOAT16
+VALUE_BFLOAT16 = KIND_BFLOAT16
 
 
 # Below this many bytes moved, a call stays on the calling thread: waking the
@@ -198,6 +214,8 @@ cdef inline void _add_row(value_t* dst, const value_t* src, Py_ssize_t d) noexce
     # run-time dispatched on the CPU; the gradient's NaN wins a NaN + NaN, as in NumPy
     if value_t is uint16_t:
         fe_half_add_row(dst, src, d)
+    elif value_t is bf16_t:
+        fe_bf16_add_row(<uint16_t*>dst, <const uint16_t*>src, d)
     elif value_t is float:
         fe_add_row_f32(dst, src, d)
     else:
@@ -212,6 +230,8 @@ cdef inline void _add_scaled_row(value_t* dst, const value_t* src, Py_ssize_t d,
     cdef float s32 = <float>inv_count
     if value_t is uint16_t:
         fe_half_add_scaled_row(dst, src, d, s32)
+    elif value_t is bf16_t:
+        fe_bf16_add_scaled_row(<uint16_t*>dst, <const uint16_t*>src, d, s32)
     elif value_t is float:
         for j in range(d):
             dst[j] = fe_addf(dst[j], <float>(src[j] * s32))
@@ -376,7 +396,7 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
 
 cdef int _scatter_by_value(cnp.ndarray grad_weight, const index_t* idx, Py_ssize_t n,
                            cnp.ndarray grad, Py_ssize_t padding_idx,
-                           bint scale_by_freq, int num_threads):
+                           bint scale_by_freq, int num_threads, int kind16=KIND_FLOAT16):
     cdef void* gw = cnp.PyArray_DATA(grad_weight)
     cdef const void* g = cnp.PyArray_DATA(grad)
     cdef Py_ssize_t num_rows = cnp.PyArray_DIM(grad_weight, 0)
@@ -385,7 +405,10 @@ cdef int _scatter_by_value(cnp.ndarray grad_weight, const index_t* idx, Py_ssize
     cdef Py_ssize_t g_stride = cnp.PyArray_STRIDE(grad, 0) // itemsize
     cdef int rc
     with nogil:
-        if itemsize == 2:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            rc = _scatter(<bf16_t*>gw, num_rows, d, idx, n, <const bf16_t*>g, g_stride,
+                          padding_idx, scale_by_freq, num_threads)
+        elif itemsize == 2:
             rc = _scatter(<uint16_t*>gw, num_rows, d, idx, n, <const uint16_t*>g, g_stride,
                           padding_idx, scale_by_freq, num_threads)
         elif itemsize == 4:
@@ -402,22 +425,23 @@ def scatter_add_rows(cnp.ndarray grad_weight,  # INOUT (T, d), C-contiguous
                      cnp.ndarray grad,         # IN (B, d), rows contiguous
                      Py_ssize_t padding_idx,   # -1 for none
                      bint scale_by_freq,
-                     int num_threads):
+                     int num_threads,
+                     int kind16=KIND_FLOAT16):  # what a 2-byte value dtype is
     cdef void* ip = cnp.PyArray_DATA(indices)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
     cdef int rc
     if cnp.PyArray_ITEMSIZE(indices) == 4:
         rc = _scatter_by_value(grad_weight, <const int32_t*>ip, n, grad, padding_idx,
-                               scale_by_freq, num_threads)
+                               scale_by_freq, num_threads, kind16)
     else:
         rc = _scatter_by_value(grad_weight, <const int64_t*>ip, n, grad, padding_idx,
-                               scale_by_freq, num_threads)
+                               scale_by_freq, num_threads, kind16)
     if rc != 0:
         raise MemoryError("scatter_add: could not allocate scratch memory")
 
 
 def naive_scatter_add_rows(cnp.ndarray grad_weight, cnp.ndarray indices, cnp.ndarray grad,
-                           Py_ssize_t padding_idx):
+                           Py_ssize_t padding_idx, int kind16=KIND_FLOAT16):
     """The plainest serial loop, portable float16 arithmetic; tests hold the fast one to it."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
     cdef Py_ssize_t d = cnp.PyArray_DIM(grad_weight, 1)
@@ -433,7 +457,12 @@ def naive_scatter_add_rows(cnp.ndarray grad_weight, cnp.ndarray indices, cnp.nda
             i = (<const int64_t*>cnp.PyArray_DATA(indices))[k]
         if i == padding_idx:
             continue
-        if itemsize == 2:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            h_dst = <uint16_t*>cnp.PyArray_DATA(grad_weight) + i * d
+            h_src = <const uint16_t*>cnp.PyArray_DATA(grad) + k * g_stride
+            for j in range(d):
+                h_dst[j] = fe_float_to_bf16(fe_addf(fe_bf16_to_float(h_dst[j]), fe_bf16_to_float(h_src[j])))
+        elif itemsize == 2:
             h_dst = <uint16_t*>cnp.PyArray_DATA(grad_weight) + i * d
             h_src = <const uint16_t*>cnp.PyArray_DATA(grad) + k * g_stride
             for j in range(d):
