@@ -6,21 +6,27 @@ and the thread count, and only then makes exactly one call into the compiled
 kernels or into the NumPy reference.  A call that raises has written nothing.
 """
 
+from __future__ import annotations
+
 import numbers
 import os
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _reference
 from ._version import __version__
 
-try:
-    from . import _kernels
-except ImportError as exc:  # reported by info(), never at import
-    _kernels = None
-    _KERNELS_ERROR = f"{type(exc).__name__}: {exc}"
-else:
-    _KERNELS_ERROR = None
+def _load_kernels() -> tuple[Any, str | None]:
+    try:
+        from . import _kernels as kernels
+    except ImportError as exc:  # reported by info(), never at import
+        return None, f"{type(exc).__name__}: {exc}"
+    return kernels, None
+
+
+_kernels, _KERNELS_ERROR = _load_kernels()
 
 __all__ = [
     "BackendUnavailableError",
@@ -69,16 +75,14 @@ def _backend_from_env():
     return value, None
 
 
-def _platform_default_threads():
-    if _kernels is None:
-        return 1
-    # honours OMP_NUM_THREADS; 1 in a build without OpenMP
-    return max(1, int(_kernels.build_info()["omp_max_threads"]))
-
-
 _env_threads, _env_threads_error = _threads_from_env()
 _forced_backend, _forced_backend_error = _backend_from_env()
-_default_threads = _env_threads if _env_threads is not None else _platform_default_threads()
+# None: follow OpenMP's default at each call (OMP_NUM_THREADS, threadpoolctl);
+# an int: set by set_num_threads() or FASTEMBED_EXT_NUM_THREADS.
+_default_threads: int | None = _env_threads
+# what the kernels receive for num_threads=None: 0 means "OpenMP's default"
+_default_threads_arg = _env_threads or 0
+
 
 # libgomp is not fork-safe: a child forked after the parent ran a parallel
 # region hangs in its first one.  Such a child runs every call on its own
@@ -87,12 +91,12 @@ _default_threads = _env_threads if _env_threads is not None else _platform_defau
 _forked_serial = False
 
 
-def _after_fork_in_child():
-    global _forked_serial, _default_threads
+def _after_fork_in_child() -> None:
+    global _forked_serial, _default_threads, _default_threads_arg
     if (_kernels is not None and _kernels.pool_started()
             and os.environ.get("FASTEMBED_EXT_THREADS_AFTER_FORK", "0") != "1"):
         _forked_serial = True
-        _default_threads = 1
+        _default_threads = _default_threads_arg = 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -118,7 +122,7 @@ def _check_num_threads(n, name="num_threads"):
     return n
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the library's default thread count (used when ``num_threads=None``).
 
     Parameters
@@ -127,29 +131,32 @@ def set_num_threads(n):
         Number of threads, >= 1.  Calls on small batches stay on one thread
         whatever this says: threads start only where they pay.
     """
-    global _default_threads, _env_threads_error
+    global _default_threads, _default_threads_arg, _env_threads_error
     n = _check_num_threads(n, "n")
-    _default_threads = 1 if _forked_serial else n
+    _default_threads = _default_threads_arg = 1 if _forked_serial else n
     _env_threads_error = None  # an explicit choice replaces a bad environment value
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The library's default thread count.
 
     It is, in order: the last ``set_num_threads(n)``, the environment variable
-    ``FASTEMBED_EXT_NUM_THREADS`` read at import, OpenMP's default (which
-    honours ``OMP_NUM_THREADS``), or 1 in a build without OpenMP.
+    ``FASTEMBED_EXT_NUM_THREADS`` read at import, or OpenMP's current default
+    (which honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits), or 1 in
+    a build without OpenMP or without the compiled extension.
     """
     if _env_threads_error is not None:
         raise ValueError(_env_threads_error)
-    return _default_threads
+    if _default_threads is not None:
+        return _default_threads
+    return int(_kernels.omp_max_threads()) if _kernels is not None else 1
 
 
 def _resolve_threads(num_threads):
     if num_threads is None:
         if _env_threads_error is not None:
             raise ValueError(_env_threads_error)
-        return _default_threads
+        return _default_threads_arg
     num_threads = _check_num_threads(num_threads)
     return 1 if _forked_serial else num_threads
 
@@ -337,7 +344,9 @@ def _rows(a):
 # --------------------------------------------------------------------------
 # public functions
 
-def gather(weight, indices, *, out=None, backend="auto", num_threads=None):
+def gather(weight: npt.ArrayLike, indices: npt.ArrayLike, *,
+           out: npt.NDArray[Any] | None = None, backend: Literal["auto", "cython", "numpy"] = "auto",
+           num_threads: int | None = None) -> npt.NDArray[Any]:
     """Rows of a table: ``out[k] = weight[indices[k]]``.
 
     Parameters
@@ -362,7 +371,7 @@ def gather(weight, indices, *, out=None, backend="auto", num_threads=None):
         Bit for bit ``np.take(weight, indices, axis=0)``.
     """
     if _lean and out is not None and backend == "auto" and num_threads is None \
-            and _kernels.gather_lean(weight, indices, out, _default_threads):
+            and _kernels.gather_lean(weight, indices, out, _default_threads_arg):
         return out
     backend = _resolve_backend(backend)
     num_threads = _resolve_threads(num_threads)
@@ -385,7 +394,9 @@ def gather(weight, indices, *, out=None, backend="auto", num_threads=None):
     return out
 
 
-def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto", num_threads=None):
+def scatter_add(grad_weight: npt.NDArray[Any], indices: npt.ArrayLike, grad: npt.ArrayLike, *,
+                padding_idx: int | None = None, backend: Literal["auto", "cython", "numpy"] = "auto",
+                num_threads: int | None = None) -> npt.NDArray[Any]:
     """Accumulate rows in place: ``grad_weight[indices[k]] += grad[k]``, in index order.
 
     Parameters
@@ -409,7 +420,7 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto",
         (float16 rounds after every add), for any thread count.
     """
     if _lean and padding_idx is None and backend == "auto" and num_threads is None \
-            and _kernels.scatter_add_lean(grad_weight, indices, grad, _default_threads):
+            and _kernels.scatter_add_lean(grad_weight, indices, grad, _default_threads_arg):
         return grad_weight
     backend = _resolve_backend(backend)
     num_threads = _resolve_threads(num_threads)
@@ -438,8 +449,10 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None, backend="auto",
     return grad_weight
 
 
-def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
-                       scale_grad_by_freq=False, backend="auto", num_threads=None):
+def embedding_backward(grad: npt.ArrayLike, indices: npt.ArrayLike, num_embeddings: int, *,
+                       padding_idx: int | None = None, scale_grad_by_freq: bool = False,
+                       backend: Literal["auto", "cython", "numpy"] = "auto",
+                       num_threads: int | None = None) -> npt.NDArray[Any]:
     """The weight gradient of an embedding lookup, as a fresh array.
 
     Parameters
@@ -494,7 +507,19 @@ def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
     return grad_weight
 
 
-def info():
+def _openmp_runtime() -> str | None:
+    """The OpenMP library this process has loaded for the kernels (as threadpoolctl sees it)."""
+    if _kernels is None or not _kernels.build_info()["openmp"]:
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "omp" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return "unknown"
+    return ", ".join(sorted(libs)) or "unknown"
+
+
+def info() -> dict[str, Any]:
     """What is installed and active, and why.
 
     Returns
@@ -521,7 +546,10 @@ def info():
         "forced_backend": _forced_backend,
         "env_errors": [e for e in (_forced_backend_error, _env_threads_error) if e],
         "openmp": bool(build.get("openmp", False)),
-        "num_threads": _default_threads,
+        "num_threads": get_num_threads() if _env_threads_error is None else None,
+        "num_threads_source": ("set_num_threads / FASTEMBED_EXT_NUM_THREADS"
+                               if _default_threads is not None else "OpenMP default"),
+        "openmp_runtime": _openmp_runtime(),
         "serial_after_fork": _forked_serial,
         "value_dtypes": [str(t) for t in VALUE_DTYPES],
         "optional_value_dtypes": ["bfloat16 (with ml_dtypes installed)"],

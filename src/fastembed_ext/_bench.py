@@ -123,9 +123,9 @@ def run(json_path=None, plot_path=None, quick=False, threads=None):
 
 def _plot(results, path, threads):
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         print("--plot needs matplotlib: pip install 'fastembed_ext[plot]'", file=sys.stderr)
         return

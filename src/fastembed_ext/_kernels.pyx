@@ -161,6 +161,8 @@ cdef void _gather(const char* weight, Py_ssize_t w_stride, Py_ssize_t num_rows,
                   int num_threads) noexcept nogil:
     cdef Py_ssize_t c
     cdef bint prefetch = num_rows * row_bytes >= PREFETCH_MIN_TABLE_BYTES
+    if num_threads <= 0:
+        num_threads = fe_omp_max_threads()  # OMP_NUM_THREADS, threadpoolctl
     if num_threads > 1 and n * row_bytes >= GATHER_PARALLEL_MIN_BYTES:
         # each thread writes one contiguous slice of out (and first-touches
         # its pages, when out is fresh)
@@ -175,7 +177,7 @@ cdef void _gather(const char* weight, Py_ssize_t w_stride, Py_ssize_t num_rows,
 def gather_rows(cnp.ndarray weight,   # IN (T, d), rows contiguous
                 cnp.ndarray indices,  # IN (B,) int32 or int64, contiguous
                 cnp.ndarray out,      # OUT (B, d), C-contiguous
-                int num_threads):
+                int num_threads):     # 0: OpenMP's current default
     cdef const char* w = <const char*>cnp.PyArray_DATA(weight)
     cdef Py_ssize_t w_stride = cnp.PyArray_STRIDE(weight, 0)
     cdef void* ip = cnp.PyArray_DATA(indices)
@@ -309,6 +311,8 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
         for k in range(n):
             counts[idx[k]] += 1
 
+    if num_threads <= 0:
+        num_threads = fe_omp_max_threads()  # OMP_NUM_THREADS, threadpoolctl
     nparts = num_threads if num_threads < 64 else 64
     if (nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES
             or d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_ROW_BYTES
@@ -613,6 +617,11 @@ def build_info():
         "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
         "scatter_parallel_min_table_bytes": SCATTER_PARALLEL_MIN_TABLE_BYTES,
     }
+
+
+def omp_max_threads():
+    """OpenMP's current default team size (1 in a serial build)."""
+    return fe_omp_max_threads()
 
 
 def pool_started():
