@@ -1,0 +1,81 @@
+"""PyTorch integration: ``import fastembed_ext.torch`` (needs torch; CPU tensors only).
+
+``embedding(input, weight, ...)`` and the ``Embedding`` module run the forward
+gather and the backward scatter-add of ``torch.nn.Embedding`` through
+fastembed_ext.  Tensors cross by DLPack without a copy: the forward output and
+the weight gradient are NumPy arrays that the returned tensors share.
+
+For float32 and float64 the weight gradient equals PyTorch's own bit for bit
+whenever PyTorch accumulates in index order (plain and ``padding_idx``
+backward); with ``scale_grad_by_freq`` the scaled rows follow fastembed_ext's
+rule (multiply, round, then add), which PyTorch may fuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _api
+
+__all__ = ["Embedding", "EmbeddingFunction", "embedding"]
+
+
+def _as_numpy_view(t: torch.Tensor, name: str) -> Any:
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} must be a CPU tensor, got a tensor on {t.device}")
+    return _api._as_input(t.detach(), name)
+
+
+class EmbeddingFunction(torch.autograd.Function):
+    """Autograd function: forward = gather, backward = embedding_backward."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, indices: torch.Tensor,  # type: ignore[override]
+                padding_idx: int | None, scale_grad_by_freq: bool,
+                num_threads: int | None) -> torch.Tensor:
+        w = _as_numpy_view(weight, "weight")
+        idx = _as_numpy_view(indices, "indices")
+        out = _api.gather(w, idx, num_threads=num_threads)
+        ctx.save_for_backward(indices)
+        ctx.num_weights = weight.shape[0]
+        ctx.padding_idx = padding_idx
+        ctx.scale_grad_by_freq = scale_grad_by_freq
+        ctx.num_threads = num_threads
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        (indices,) = ctx.saved_tensors
+        grad_weight = _api.embedding_backward(
+            _as_numpy_view(grad_output, "grad_output"), _as_numpy_view(indices, "indices"),
+            ctx.num_weights, padding_idx=ctx.padding_idx,
+            scale_grad_by_freq=ctx.scale_grad_by_freq, num_threads=ctx.num_threads)
+        return torch.from_numpy(grad_weight), None, None, None, None
+
+
+def embedding(input: torch.Tensor, weight: torch.Tensor, padding_idx: int | None = None,
+              scale_grad_by_freq: bool = False, num_threads: int | None = None) -> torch.Tensor:
+    """``torch.nn.functional.embedding`` through fastembed_ext (no max_norm, dense gradient)."""
+    return EmbeddingFunction.apply(weight, input, padding_idx, scale_grad_by_freq, num_threads)
+
+
+class Embedding(torch.nn.Embedding):
+    """A ``torch.nn.Embedding`` whose forward and backward run through fastembed_ext.
+
+    ``max_norm`` and ``sparse=True`` are not supported (a ValueError says so);
+    everything else, ``from_pretrained`` included, is inherited.
+    """
+
+    def __init__(self, *args: Any, num_threads: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.max_norm is not None:
+            raise ValueError("fastembed_ext.torch.Embedding does not support max_norm")
+        if self.sparse:
+            raise ValueError("fastembed_ext.torch.Embedding does not support sparse=True")
+        self.num_threads = num_threads
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return embedding(input, self.weight, self.padding_idx, self.scale_grad_by_freq,
+                         self.num_threads)

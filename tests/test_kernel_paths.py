@@ -1,0 +1,199 @@
+"""The compiled paths one by one: fast vs naive kernels on every CPU path, the
+pinned NaN rule, the float16 converters, the parallel partitions and the lean
+entry points, each held to NumPy bit for bit."""
+import numpy as np
+import pytest
+
+import fastembed_ext as fe
+from fastembed_ext import _kernels, _reference
+
+DTYPES = (np.float16, np.float32, np.float64)
+UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(UINT[a.itemsize])
+
+
+def _same(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    diff = _bits(a) != _bits(b)
+    assert not diff.any(), f"{int(diff.sum())} elements differ, first at {np.argwhere(diff)[0]}"
+
+
+def _specials(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    if flat.size == 0:
+        return x
+    fi = np.finfo(dtype)
+    sp = np.array([-0.0, np.inf, -np.inf, fi.smallest_subnormal, -fi.smallest_subnormal, fi.max],
+                  dtype=dtype)
+    pick = rng.random(flat.size) < 0.05
+    flat[pick] = sp[rng.integers(0, sp.size, int(pick.sum()))]
+    u = flat.view(UINT[flat.itemsize])
+    exp = {2: 0x7C00, 4: 0x7F800000, 8: 0x7FF0000000000000}[flat.itemsize]
+    mant = {2: 10, 4: 23, 8: 52}[flat.itemsize]
+    at = np.flatnonzero(rng.random(flat.size) < 0.04)
+    payload = rng.integers(1, 1 << mant, at.size, dtype=np.uint64)
+    sign = rng.integers(0, 2, at.size, dtype=np.uint64) << np.uint64(flat.itemsize * 8 - 1)
+    u[at] = (np.uint64(exp) | payload | sign).astype(u.dtype)
+    return x
+
+
+def _ref_scatter(base, idx, grad):
+    out = base.copy()
+    with np.errstate(all="ignore"):
+        np.add.at(out, idx, grad)
+    return out
+
+
+@pytest.fixture
+def cpu_paths():
+    yield
+    _kernels.use_f16c(True)
+    _kernels.set_isa_level(2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("f16c", [True, False])
+@pytest.mark.parametrize("isa", [0, 1, 2])
+def test_fast_and_naive_kernels_match_numpy_on_every_cpu_path(dtype, f16c, isa, cpu_paths):
+    rng = np.random.default_rng(isa * 10 + f16c)
+    _kernels.use_f16c(f16c)
+    _kernels.set_isa_level(isa)
+    for d in (1, 3, 7, 8, 9, 15, 16, 17, 33, 64, 100):
+        base = _specials(rng, (40, d), dtype)
+        idx = rng.integers(0, 40, 2000).astype(np.int64)
+        grad = _specials(rng, (2000, d), dtype)
+        expected = _ref_scatter(base, idx, grad)
+        fast = base.copy()
+        _kernels.scatter_add_rows(fast, idx, grad, -1, False, 1)
+        naive = base.copy()
+        _kernels.naive_scatter_add_rows(naive, idx, grad, -1)
+        _same(fast, expected)
+        _same(naive, expected)
+        out = np.empty((2000, d), dtype)
+        _kernels.naive_gather_rows(base, idx, out)
+        _same(out, np.take(base, idx, axis=0))
+
+
+@pytest.mark.parametrize("dtype,u,dst,src", [
+    (np.float32, np.uint32, 0x7FC00001, 0x7FC00002),
+    (np.float32, np.uint32, 0x7F800001, 0xFF800002),  # signalling NaNs
+    (np.float64, np.uint64, 0x7FF8000000000001, 0x7FF8000000000002),
+    (np.float16, np.uint16, 0x7E01, 0x7E02),
+    (np.float16, np.uint16, 0x7C01, 0xFC02),
+])
+@pytest.mark.parametrize("isa", [0, 1, 2])
+def test_nan_plus_nan_keeps_the_payload_np_add_at_keeps(dtype, u, dst, src, isa, cpu_paths):
+    _kernels.set_isa_level(isa)
+    for d in (1, 5, 8, 16, 40):
+        gw = np.zeros((2, d), dtype)
+        gw.view(u)[...] = dst
+        g = np.zeros((1, d), dtype)
+        g.view(u)[...] = src
+        expected = _ref_scatter(gw, [1], g)
+        fe.scatter_add(gw, [1], g)
+        _same(gw, expected)
+
+
+def test_float16_converters_match_numpy():
+    h = np.arange(1 << 16, dtype=np.uint16)
+    f = np.empty(h.size, np.float32)
+    _kernels.half_to_float_portable(h, f)
+    _same(f, h.view(np.float16).astype(np.float32))
+    rng = np.random.default_rng(0)
+    centres = h.view(np.float16).astype(np.float32).view(np.uint32).astype(np.int64)
+    probe = np.concatenate([
+        rng.integers(0, 1 << 32, 1_000_000, dtype=np.uint64),
+        # around every float16 value and every halfway point between neighbours
+        (centres[:, None] + np.arange(-3, 4)[None, :]).ravel() % (1 << 32),
+        (centres[:, None] + (1 << 12) + np.arange(-2, 3)[None, :]).ravel() % (1 << 32),
+    ]).astype(np.uint32).view(np.float32)
+    out = np.empty(probe.size, np.uint16)
+    _kernels.float_to_half_portable(probe, out)
+    with np.errstate(all="ignore"):
+        expected = probe.astype(np.float16).view(np.uint16)
+    assert np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", [2, 3, 8, 64])
+@pytest.mark.parametrize("dist", ["uniform", "hot-60%", "one-row", "sorted", "with-padding"])
+def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, dist):
+    rng = np.random.default_rng(num_threads)
+    itemsize = np.dtype(dtype).itemsize
+    T, B, d = 70_000, 6_000, 512 // itemsize
+    build = fe.info()["build"]
+    # the shape is chosen so that the parallel partition really runs
+    assert d * itemsize >= build["scatter_parallel_min_row_bytes"]
+    assert T * d * itemsize >= build["scatter_parallel_min_table_bytes"]
+    assert B * d * itemsize >= build["scatter_parallel_min_bytes"]
+    base = np.zeros((T, d), dtype)
+    base[:100] = _specials(rng, (100, d), dtype)
+    idx = {
+        "uniform": lambda: rng.integers(0, T, B),
+        "hot-60%": lambda: np.where(rng.random(B) < 0.6, rng.integers(0, 100, B), rng.integers(0, T, B)),
+        "one-row": lambda: np.full(B, 7),
+        "sorted": lambda: np.sort(rng.integers(0, T, B)),
+        "with-padding": lambda: rng.integers(0, T, B),
+    }[dist]()
+    grad = _specials(rng, (B, d), dtype)
+    pad = int(idx[1]) if dist == "with-padding" else None
+    expected = _reference.scatter_add(base.copy(), idx, grad, padding_idx=pad)
+    got = fe.scatter_add(base.copy(), idx, grad, num_threads=num_threads, padding_idx=pad)
+    _same(got, expected)
+    ebw = fe.embedding_backward(grad, idx, T, padding_idx=pad, scale_grad_by_freq=True,
+                                num_threads=num_threads)
+    _same(ebw, _reference.embedding_backward(grad, idx, T, padding_idx=pad, scale_grad_by_freq=True))
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3, 8])
+def test_parallel_gather_gives_the_same_bits(num_threads):
+    rng = np.random.default_rng(1)
+    w = _specials(rng, (100_000, 64), np.float32)  # > 16 MiB: the prefetching loop
+    idx = rng.integers(0, 100_000, 20_000).astype(np.int32)
+    out = np.empty((20_000, 64), np.float32)
+    fe.gather(w, idx, out=out, num_threads=num_threads)
+    _same(out, np.take(w, idx, axis=0))
+    _same(fe.gather(w, idx, num_threads=num_threads), np.take(w, idx, axis=0))
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 8, 16, 32, 64, 65, 128, 300])
+def test_every_row_width_copies_exactly(d):
+    rng = np.random.default_rng(d)
+    for dtype in DTYPES:
+        w = _specials(rng, (50, d), dtype)
+        idx = rng.integers(0, 50, 400)
+        _same(fe.gather(w, idx), np.take(w, idx, axis=0))
+
+
+def test_lean_and_full_paths_give_the_same_bits():
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        w = _specials(rng, (50, 9), dtype)
+        for idx in (rng.integers(0, 50, 300), rng.integers(0, 50, 300).astype(np.int32)):
+            g = _specials(rng, (300, 9), dtype)
+            lean, full = np.empty((300, 9), dtype), np.empty((300, 9), dtype)
+            fe.gather(w, idx, out=lean)
+            fe.gather(w, idx, out=full, num_threads=1)  # num_threads given: the full path
+            _same(lean, full)
+            a, b = w.copy(), w.copy()
+            fe.scatter_add(a, idx, g)
+            fe.scatter_add(b, idx, g, num_threads=1)
+            _same(a, b)
+
+
+def test_lean_path_declines_bad_input_without_writing():
+    w = np.ones((5, 3), np.float32)
+    out = np.zeros((2, 3), np.float32)
+    assert _kernels.gather_lean(w, np.array([0, 5]), out, 1) is False
+    assert _kernels.gather_lean(w, np.array([0, -1]), out, 1) is False
+    assert _kernels.gather_lean(w, np.array([0, 1]), out[:, :2], 1) is False
+    assert _kernels.gather_lean(w, np.array([0, 1]), w[:2], 1) is False  # overlap
+    assert not out.any()
+    gw = np.zeros((5, 3), np.float32)
+    assert _kernels.scatter_add_lean(gw, np.array([1, 7]), np.ones((2, 3), np.float32), 1) is False
+    assert _kernels.scatter_add_lean(gw, np.array([1, 2]), np.ones((2, 3), np.float64), 1) is False
+    assert not gw.any()
