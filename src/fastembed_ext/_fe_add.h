@@ -280,8 +280,10 @@ static inline void fe_copy_row(char *dst, const char *src, size_t n)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FE_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#define FE_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #else
 #define FE_PREFETCH(p) ((void)0)
+#define FE_PREFETCH_W(p) ((void)0)
 #endif
 
 #endif /* FE_COPY_H */

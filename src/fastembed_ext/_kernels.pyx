@@ -44,6 +44,7 @@ cdef extern from "_fe_half.h" nogil:
     float fe_bf16_to_float(uint16_t h)
     uint16_t fe_float_to_bf16(float f)
     void FE_PREFETCH(const void* p)
+    void FE_PREFETCH_W(const void* p)
 
 cdef extern from *:
     """
@@ -247,9 +248,18 @@ cdef void _scatter_list(value_t* gw, Py_ssize_t d, const index_t* idx,
                         const Py_ssize_t* ks, Py_ssize_t n, Py_ssize_t padding_idx,
                         const Py_ssize_t* counts) noexcept nogil:
     # Applies the updates k = ks[0..n) (or k = 0..n when ks is NULL) in order.
-    cdef Py_ssize_t m, k, i
+    cdef Py_ssize_t m, k, i, j, ahead, row_bytes = d * <Py_ssize_t>sizeof(value_t)
+    cdef char* row
     for m in range(n):
         k = m if ks == NULL else ks[m]
+        # the destination row of a later update, for writing: a random
+        # read-modify-write otherwise stalls on each row (bench/: 1.2-1.4x on
+        # one thread, from a cache-resident 7.7 MB table to a 256 MB one)
+        if m + PREFETCH_AHEAD < n:
+            ahead = idx[m + PREFETCH_AHEAD if ks == NULL else ks[m + PREFETCH_AHEAD]]
+            row = <char*>(gw + ahead * d)
+            for j in range(0, row_bytes if row_bytes < 512 else 512, 64):
+                FE_PREFETCH_W(row + j)
         i = idx[k]
         if i == padding_idx:
             continue
