@@ -31,6 +31,8 @@ _kernels, _KERNELS_ERROR = _load_kernels()
 __all__ = [
     "BackendUnavailableError",
     "embedding_backward",
+    "embedding_bag",
+    "embedding_bag_backward",
     "gather",
     "get_num_threads",
     "info",
@@ -505,6 +507,260 @@ def embedding_backward(grad: npt.ArrayLike, indices: npt.ArrayLike, num_embeddin
                               -1 if pad is None else pad, bool(scale_grad_by_freq), num_threads,
                               _kind16(g.dtype))
     return grad_weight
+
+
+# --------------------------------------------------------------------------
+# bags
+
+BAG_MODES = {"sum": 0, "mean": 1, "max": 2}
+
+
+def _check_mode(mode):
+    if not isinstance(mode, str) or mode not in BAG_MODES:
+        raise ValueError(f"mode must be one of 'sum', 'mean', 'max', got {mode!r}")
+    return mode
+
+
+def _bag_layout(indices, offsets, include_last_offset):
+    """Flat indices, their original array, and bag bounds (B + 1,) as intp."""
+    idx = _as_indices(indices)
+    if not isinstance(include_last_offset, (bool, np.bool_)):
+        raise TypeError(f"include_last_offset must be a bool, got {include_last_offset!r}")
+    if offsets is None:
+        if idx.ndim != 2:
+            raise ValueError(f"indices must be 2-D (bags, entries per bag) when offsets is None, "
+                             f"got shape {idx.shape}")
+        if include_last_offset:
+            raise ValueError("include_last_offset=True needs offsets")
+        num_bags, length = idx.shape
+        bounds = np.arange(num_bags + 1, dtype=np.intp) * length
+        return idx, bounds
+    if idx.ndim != 1:
+        raise ValueError(f"indices must be 1-D when offsets is given, got shape {idx.shape}")
+    off = _as_indices(offsets, "offsets")
+    if off.ndim != 1:
+        raise ValueError(f"offsets must be 1-D, got shape {off.shape}")
+    n = idx.shape[0]
+    if include_last_offset:
+        if off.shape[0] == 0:
+            raise ValueError("offsets must hold at least one entry with include_last_offset=True")
+        if int(off[-1]) != n:
+            raise ValueError(f"offsets[-1] must equal len(indices) = {n} with "
+                             f"include_last_offset=True, got {int(off[-1])}")
+        bounds = off.astype(np.intp)
+    else:
+        bounds = np.append(off.astype(np.intp), np.intp(n)) if off.shape[0] else np.zeros(1, np.intp)
+    if off.shape[0] == 0 and n:
+        raise ValueError(f"offsets is empty, so there are no bags, but indices has {n} entries")
+    if off.shape[0] and int(off[0]) != 0:
+        raise ValueError(f"offsets[0] must be 0, got {int(off[0])}")
+    steps = np.diff(bounds)
+    if steps.size and (steps < 0).any():
+        k = int(np.argmax(steps < 0))
+        raise ValueError(f"offsets must be non-decreasing and at most len(indices) = {n}; "
+                         f"offsets[{k + 1}] = {int(bounds[k + 1])} follows {int(bounds[k])}")
+    return idx, bounds
+
+
+def _check_per_sample_weights(psw, idx, dtype, mode):
+    if psw is None:
+        return None
+    if mode != "sum":
+        raise ValueError(f"per_sample_weights is only supported with mode='sum', got mode={mode!r}")
+    p = _as_input(psw, "per_sample_weights")
+    if p.dtype != dtype:
+        raise TypeError(f"per_sample_weights must have the dtype of weight ({dtype}), "
+                        f"got {_dtype_text(p.dtype)}; no implicit cast is made")
+    if p.shape != idx.shape:
+        raise ValueError(f"per_sample_weights must have the shape of indices {idx.shape}, got {p.shape}")
+    return p
+
+
+def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
+                  offsets: npt.ArrayLike | None = None, *, mode: str = "sum",
+                  per_sample_weights: npt.ArrayLike | None = None,
+                  include_last_offset: bool = False, padding_idx: int | None = None,
+                  out: npt.NDArray[Any] | None = None,
+                  backend: Literal["auto", "cython", "numpy"] = "auto",
+                  num_threads: int | None = None) -> Any:
+    """Reduce bags of rows: PyTorch's ``embedding_bag``.
+
+    Parameters
+    ----------
+    weight : array_like of shape (T, d)
+    indices : array_like of integers
+        1-D, cut into bags by ``offsets``; or 2-D (B, L), one bag per row,
+        with ``offsets=None``.
+    offsets : array_like of integers of shape (B,), optional
+        Start of each bag in ``indices``; ``offsets[0]`` must be 0 and they
+        must not decrease.  With ``include_last_offset`` there is one more
+        entry, equal to ``len(indices)``.
+    mode : {"sum", "mean", "max"}
+    per_sample_weights : array_like, optional
+        Same shape and dtype as indices/weight; mode="sum" only.
+    padding_idx : int, optional
+        Entries equal to it are left out: they add nothing and do not count
+        for the mean.  Negative counts from the end.
+    out : ndarray of shape (B, d), optional
+
+    Returns
+    -------
+    ndarray of shape (B, d), or (out, max_indices) for mode="max"
+        Empty bags give zeros (and max_indices -1).  The bits are those of
+        ``_reference.embedding_bag``, for any thread count.
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    mode = _check_mode(mode)
+    w = _as_input(weight, "weight")
+    _check_value_dtype(w, "weight")
+    _check_ndim(w, "weight", 2, "(T, d)")
+    num_rows, d = w.shape
+    idx, bounds = _bag_layout(indices, offsets, include_last_offset)
+    psw = _check_per_sample_weights(per_sample_weights, idx, w.dtype, mode)
+    num_bags = bounds.shape[0] - 1
+    if out is not None:
+        _check_dest(out, "out", w.dtype, (num_bags, d), "weight")
+        _check_disjoint(out, "out", (w, "weight"), (idx, "indices"),
+                        *(() if psw is None else ((psw, "per_sample_weights"),)))
+    pad = _check_padding_idx(padding_idx, num_rows, "weight")
+    flat = _checked_flat_indices(idx, num_rows, "weight", backend)
+    if backend == "numpy":
+        res = _reference.embedding_bag(
+            w, flat, bounds[:-1], mode=mode,
+            per_sample_weights=None if psw is None else psw.reshape(-1),
+            include_last_offset=False, padding_idx=pad)
+        result, max_indices = (res if mode == "max" else (res, None))
+        if out is not None:
+            out[...] = result
+            result = out
+        return (result, max_indices) if mode == "max" else result
+    if out is None:
+        out = np.empty((num_bags, d), dtype=w.dtype)
+    max_indices = np.empty((num_bags, d), dtype=np.int64) if mode == "max" else None
+    with np.errstate(invalid="ignore"):  # signalling NaNs widen exactly, quietly
+        psw64 = None if psw is None else np.ascontiguousarray(psw.reshape(-1), dtype=np.float64)
+    _kernels.bag_rows(_rows(w), flat, bounds, out, BAG_MODES[mode], psw64, max_indices,
+                      -1 if pad is None else pad, num_threads, _kind16(w.dtype))
+    return (out, max_indices) if mode == "max" else out
+
+
+def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
+                           offsets: npt.ArrayLike | None, num_embeddings: int | None, *,
+                           mode: str = "sum", per_sample_weights: npt.ArrayLike | None = None,
+                           weight: npt.ArrayLike | None = None,
+                           max_indices: npt.ArrayLike | None = None,
+                           include_last_offset: bool = False, padding_idx: int | None = None,
+                           grad_weight: npt.NDArray[Any] | None = None,
+                           backend: Literal["auto", "cython", "numpy"] = "auto",
+                           num_threads: int | None = None) -> tuple[Any, Any]:
+    """Gradients of ``embedding_bag``: for the table and, with per_sample_weights, for them.
+
+    Parameters
+    ----------
+    grad : array_like of shape (B, d)
+        Gradient of the bag outputs.
+    indices, offsets, mode, per_sample_weights, include_last_offset, padding_idx
+        As given to ``embedding_bag``.
+    num_embeddings : int or None
+        T; may be None when ``grad_weight`` is given.
+    weight : array_like of shape (T, d), optional
+        Needed for the gradient of ``per_sample_weights``.
+    max_indices : array_like of shape (B, d), optional
+        From ``embedding_bag(..., mode="max")``; needed for mode="max".
+    grad_weight : ndarray of shape (T, d), optional
+        Accumulated into in place (C-contiguous, writable); otherwise a fresh
+        zeroed array is returned.
+
+    Returns
+    -------
+    (grad_weight, grad_per_sample_weights or None)
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    mode = _check_mode(mode)
+    g = _as_input(grad, "grad")
+    _check_value_dtype(g, "grad")
+    _check_ndim(g, "grad", 2, "(bags, d)")
+    d = g.shape[1]
+    idx, bounds = _bag_layout(indices, offsets, include_last_offset)
+    num_bags = bounds.shape[0] - 1
+    if g.shape[0] != num_bags:
+        raise ValueError(f"grad must have one row per bag ({num_bags}), got shape {g.shape}")
+    if grad_weight is not None:
+        if not isinstance(grad_weight, np.ndarray):
+            raise TypeError(f"grad_weight must be a NumPy ndarray (it is written in place), "
+                            f"got {type(grad_weight).__name__}")
+        _check_same_dtype(grad_weight, "grad_weight", g, "grad")
+        _check_ndim(grad_weight, "grad_weight", 2, "(T, d)")
+        if grad_weight.shape[1] != d or (num_embeddings is not None
+                                         and grad_weight.shape[0] != num_embeddings):
+            raise ValueError(f"grad_weight must have shape ({num_embeddings if num_embeddings is not None else 'T'}, {d}), "
+                             f"got {grad_weight.shape}")
+        _check_writable_contiguous(grad_weight, "grad_weight")
+        num_rows = grad_weight.shape[0]
+    else:
+        if isinstance(num_embeddings, (bool, np.bool_)) or not isinstance(num_embeddings, numbers.Integral):
+            raise TypeError(f"num_embeddings must be an integer (or None with grad_weight), "
+                            f"got {num_embeddings!r}")
+        num_rows = int(num_embeddings)
+        if num_rows < 0:
+            raise ValueError(f"num_embeddings must be >= 0, got {num_rows}")
+    psw = _check_per_sample_weights(per_sample_weights, idx, g.dtype, mode)
+    w = None
+    if psw is not None:
+        if weight is None:
+            raise ValueError("weight is needed for the gradient of per_sample_weights")
+        w = _as_input(weight, "weight")
+        _check_same_dtype(w, "weight", g, "grad")
+        if w.shape != (num_rows, d):
+            raise ValueError(f"weight must have shape {(num_rows, d)}, got {w.shape}")
+    mi = None
+    if mode == "max":
+        if max_indices is None:
+            raise ValueError("max_indices (from embedding_bag(..., mode='max')) is needed for mode='max'")
+        mi = _as_indices(max_indices, "max_indices")
+        if mi.shape != (num_bags, d):
+            raise ValueError(f"max_indices must have shape {(num_bags, d)}, got {mi.shape}")
+        bad = np.flatnonzero((mi.reshape(-1) < -1) | (mi.reshape(-1) >= num_rows))
+        if bad.size:
+            _raise_out_of_range(mi, int(bad[0]), num_rows, "grad_weight", "max_indices")
+        mi = np.ascontiguousarray(mi, dtype=np.int64)
+    pad = _check_padding_idx(padding_idx, num_rows, "grad_weight")
+    if grad_weight is not None:
+        inputs = [(g, "grad"), (idx, "indices")] + ([] if psw is None else [(psw, "per_sample_weights")])
+        _check_disjoint(grad_weight, "grad_weight", *inputs)
+    flat = _checked_flat_indices(idx, num_rows, "grad_weight", backend)
+    if backend == "numpy":
+        gw, grad_psw = _reference.embedding_bag_backward(
+            g, flat, bounds[:-1], num_rows, mode=mode,
+            per_sample_weights=None if psw is None else psw.reshape(-1), weight=w,
+            max_indices=mi, padding_idx=pad, grad_weight=grad_weight)
+        return gw, None if grad_psw is None else grad_psw.reshape(idx.shape)
+    gw = grad_weight if grad_weight is not None else np.zeros((num_rows, d), dtype=g.dtype)
+    kind = _kind16(g.dtype)
+    if mode == "max":
+        _kernels.bag_max_backward_rows(gw, np.ascontiguousarray(g), mi, kind)
+        return gw, None
+    bag, _ = _reference.bag_of_entries(bounds[:-1], flat.shape[0])
+    src = np.ascontiguousarray(g)
+    if mode == "mean":
+        keep = bag >= 0 if pad is None else (bag >= 0) & (flat != pad)
+        counts = np.bincount(bag[keep], minlength=num_bags)
+        op = np.float64 if g.dtype == np.float64 else np.float32
+        with np.errstate(all="ignore"):
+            src = (g.astype(op) / np.maximum(counts, 1).astype(op)[:, None]).astype(g.dtype)
+    grad_psw = None
+    scales = None
+    if psw is not None:
+        grad_psw = np.empty(flat.shape[0], dtype=g.dtype)
+        _kernels.row_dots(src, _rows(w), flat, bag, -1 if pad is None else pad, grad_psw, kind)
+        with np.errstate(invalid="ignore"):  # signalling NaNs widen exactly, quietly
+            scales = np.ascontiguousarray(psw.reshape(-1), dtype=np.float64)
+        grad_psw = grad_psw.reshape(idx.shape)
+    _kernels.scatter_add_rows(gw, flat, _rows(src), -1 if pad is None else pad, False,
+                              num_threads, kind, bag, scales)
+    return gw, grad_psw
 
 
 def _openmp_runtime() -> str | None:

@@ -40,6 +40,19 @@ static inline double fe_addd(double d, double s)
     return s;
 }
 
+/* r = a * b, with a first: on NaN * NaN, a's payload (quieted) survives */
+static inline float fe_mulf(float a, float b)
+{
+    __asm__("mulss %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
+static inline double fe_muld(double a, double b)
+{
+    __asm__("mulsd %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
 static void fe_add_row_f32_sse2(float *dst, const float *src, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
@@ -198,6 +211,28 @@ static inline double fe_addd(double d, double s)
         r = fe_quietd(s);
     } else if (r != r && d != d) {
         r = fe_quietd(d);
+    }
+    return r;
+}
+
+static inline float fe_mulf(float a, float b)
+{
+    float r = a * b;
+    if (r != r && a != a) {
+        r = fe_quietf(a);
+    } else if (r != r && b != b) {
+        r = fe_quietf(b);
+    }
+    return r;
+}
+
+static inline double fe_muld(double a, double b)
+{
+    double r = a * b;
+    if (r != r && a != a) {
+        r = fe_quietd(a);
+    } else if (r != r && b != b) {
+        r = fe_quietd(b);
     }
     return r;
 }

@@ -114,7 +114,7 @@ static void fe_half_add_scaled_row_portable(uint16_t *dst, const uint16_t *src,
 {
     ptrdiff_t j;
     for (j = 0; j < n; j++) {
-        uint16_t c = fe_float_to_half(fe_half_to_float(src[j]) * scale);
+        uint16_t c = fe_float_to_half(fe_mulf(fe_half_to_float(src[j]), scale));
         dst[j] = fe_float_to_half(fe_addf(fe_half_to_float(dst[j]), fe_half_to_float(c)));
     }
 }
@@ -290,7 +290,7 @@ static void fe_bf16_add_scaled_row(uint16_t *dst, const uint16_t *src, ptrdiff_t
 {
     ptrdiff_t j;
     for (j = 0; j < n; j++) {
-        uint16_t c = fe_float_to_bf16(fe_bf16_to_float(src[j]) * scale);
+        uint16_t c = fe_float_to_bf16(fe_mulf(fe_bf16_to_float(src[j]), scale));
         dst[j] = fe_float_to_bf16(fe_addf(fe_bf16_to_float(dst[j]), fe_bf16_to_float(c)));
     }
 }

@@ -22,6 +22,32 @@ def scatter_add_rows(
     scale_by_freq: bool,
     num_threads: int,
     kind16: int = ...,
+    src_rows: _Array | None = ...,
+    scales: _Array | None = ...,
+) -> None: ...
+def bag_rows(
+    weight: _Array,
+    indices: _Array,
+    bounds: _Array,
+    out: _Array,
+    mode: int,
+    per_sample_weights: _Array | None,
+    max_indices: _Array | None,
+    padding_idx: int,
+    num_threads: int,
+    kind16: int = ...,
+) -> None: ...
+def bag_max_backward_rows(
+    grad_weight: _Array, grad: _Array, max_indices: _Array, kind16: int = ...
+) -> None: ...
+def row_dots(
+    grad: _Array,
+    weight: _Array,
+    indices: _Array,
+    bag: _Array,
+    padding_idx: int,
+    out: _Array,
+    kind16: int = ...,
 ) -> None: ...
 def naive_scatter_add_rows(
     grad_weight: _Array, indices: _Array, grad: _Array, padding_idx: int, kind16: int = ...

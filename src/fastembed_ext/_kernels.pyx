@@ -34,6 +34,8 @@ cdef extern from "_fe_half.h" nogil:
     int fe_get_use_f16c()
     float fe_addf(float d, float s)
     double fe_addd(double d, double s)
+    float fe_mulf(float a, float b)
+    double fe_muld(double a, double b)
     void fe_add_row_f32(float* dst, const float* src, Py_ssize_t n)
     void fe_add_row_f64(double* dst, const double* src, Py_ssize_t n)
     int fe_set_isa_level(int cap)
@@ -237,18 +239,21 @@ cdef inline void _add_scaled_row(value_t* dst, const value_t* src, Py_ssize_t d,
         fe_bf16_add_scaled_row(<uint16_t*>dst, <const uint16_t*>src, d, s32)
     elif value_t is float:
         for j in range(d):
-            dst[j] = fe_addf(dst[j], <float>(src[j] * s32))
+            dst[j] = fe_addf(dst[j], fe_mulf(src[j], s32))
     else:
         for j in range(d):
-            dst[j] = fe_addd(dst[j], src[j] * inv_count)
+            dst[j] = fe_addd(dst[j], fe_muld(src[j], inv_count))
 
 
 cdef void _scatter_list(value_t* gw, Py_ssize_t d, const index_t* idx,
                         const value_t* grad, Py_ssize_t g_stride,
                         const Py_ssize_t* ks, Py_ssize_t n, Py_ssize_t padding_idx,
-                        const Py_ssize_t* counts) noexcept nogil:
-    # Applies the updates k = ks[0..n) (or k = 0..n when ks is NULL) in order.
+                        const Py_ssize_t* counts, const Py_ssize_t* src_rows,
+                        const double* scales) noexcept nogil:
+    # Applies the updates k = ks[0..n) (or k = 0..n when ks is NULL) in order:
+    # gw[idx[k]] += grad[src_rows[k] (or k)] * (scales[k] or 1 / counts[idx[k]]).
     cdef Py_ssize_t m, k, i, j, ahead, row_bytes = d * <Py_ssize_t>sizeof(value_t)
+    cdef const value_t* src
     cdef char* row
     for m in range(n):
         k = m if ks == NULL else ks[m]
@@ -263,10 +268,13 @@ cdef void _scatter_list(value_t* gw, Py_ssize_t d, const index_t* idx,
         i = idx[k]
         if i == padding_idx:
             continue
-        if counts == NULL:
-            _add_row(gw + i * d, grad + k * g_stride, d)
+        src = grad + (k if src_rows == NULL else src_rows[k]) * g_stride
+        if scales != NULL:
+            _add_scaled_row(gw + i * d, src, d, scales[k])
+        elif counts != NULL:
+            _add_scaled_row(gw + i * d, src, d, 1.0 / <double>counts[i])
         else:
-            _add_scaled_row(gw + i * d, grad + k * g_stride, d, 1.0 / <double>counts[i])
+            _add_row(gw + i * d, src, d)
 
 
 cdef void _histogram_chunk(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi, int shift,
@@ -296,7 +304,8 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
                   const index_t* idx, Py_ssize_t n,
                   const value_t* grad, Py_ssize_t g_stride,
                   Py_ssize_t padding_idx, bint scale_by_freq,
-                  int num_threads) noexcept nogil:
+                  int num_threads, const Py_ssize_t* src_rows=NULL,
+                  const double* scales=NULL) noexcept nogil:
     # Returns 0, or -1 when scratch memory could not be had (nothing written).
     cdef Py_ssize_t* counts = NULL
     cdef Py_ssize_t* order = NULL
@@ -327,7 +336,7 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
     if (nparts <= 1 or n * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_BYTES
             or d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_ROW_BYTES
             or num_rows * d * <Py_ssize_t>sizeof(value_t) < SCATTER_PARALLEL_MIN_TABLE_BYTES):
-        _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
+        _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts, src_rows, scales)
         free(counts)
         return 0
 
@@ -381,7 +390,7 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
             part_start[p + 1] += part_start[p]
         if largest * 10 > total * 9:
             # a hot set owned by one part: the other threads would only wait
-            _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts)
+            _scatter_list(gw, d, idx, grad, g_stride, NULL, n, padding_idx, counts, src_rows, scales)
         else:
             # cursor of (chunk c, part p) = start of p + updates of p in chunks < c
             memset(fill, 0, <size_t>nchunks * nparts * sizeof(Py_ssize_t))
@@ -399,7 +408,8 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
                              bucket_part, fill + <Py_ssize_t>c * nparts, order)
             for p in prange(nparts, num_threads=num_threads, schedule='static', chunksize=1):
                 _scatter_list(gw, d, idx, grad, g_stride, order + part_start[p],
-                              part_start[p + 1] - part_start[p], padding_idx, counts)
+                              part_start[p + 1] - part_start[p], padding_idx, counts,
+                              src_rows, scales)
     free(hist)
     free(fill)
     free(bucket_part)
@@ -410,7 +420,8 @@ cdef int _scatter(value_t* gw, Py_ssize_t num_rows, Py_ssize_t d,
 
 cdef int _scatter_by_value(cnp.ndarray grad_weight, const index_t* idx, Py_ssize_t n,
                            cnp.ndarray grad, Py_ssize_t padding_idx,
-                           bint scale_by_freq, int num_threads, int kind16=KIND_FLOAT16):
+                           bint scale_by_freq, int num_threads, int kind16=KIND_FLOAT16,
+                           const Py_ssize_t* src_rows=NULL, const double* scales=NULL):
     cdef void* gw = cnp.PyArray_DATA(grad_weight)
     cdef const void* g = cnp.PyArray_DATA(grad)
     cdef Py_ssize_t num_rows = cnp.PyArray_DIM(grad_weight, 0)
@@ -421,35 +432,39 @@ cdef int _scatter_by_value(cnp.ndarray grad_weight, const index_t* idx, Py_ssize
     with nogil:
         if itemsize == 2 and kind16 == KIND_BFLOAT16:
             rc = _scatter(<bf16_t*>gw, num_rows, d, idx, n, <const bf16_t*>g, g_stride,
-                          padding_idx, scale_by_freq, num_threads)
+                          padding_idx, scale_by_freq, num_threads, src_rows, scales)
         elif itemsize == 2:
             rc = _scatter(<uint16_t*>gw, num_rows, d, idx, n, <const uint16_t*>g, g_stride,
-                          padding_idx, scale_by_freq, num_threads)
+                          padding_idx, scale_by_freq, num_threads, src_rows, scales)
         elif itemsize == 4:
             rc = _scatter(<float*>gw, num_rows, d, idx, n, <const float*>g, g_stride,
-                          padding_idx, scale_by_freq, num_threads)
+                          padding_idx, scale_by_freq, num_threads, src_rows, scales)
         else:
             rc = _scatter(<double*>gw, num_rows, d, idx, n, <const double*>g, g_stride,
-                          padding_idx, scale_by_freq, num_threads)
+                          padding_idx, scale_by_freq, num_threads, src_rows, scales)
     return rc
 
 
 def scatter_add_rows(cnp.ndarray grad_weight,  # INOUT (T, d), C-contiguous
-                     cnp.ndarray indices,      # IN (B,) int32 or int64, contiguous
-                     cnp.ndarray grad,         # IN (B, d), rows contiguous
+                     cnp.ndarray indices,      # IN (n,) int32 or int64, contiguous
+                     cnp.ndarray grad,         # IN (m, d), rows contiguous
                      Py_ssize_t padding_idx,   # -1 for none
                      bint scale_by_freq,
-                     int num_threads,
-                     int kind16=KIND_FLOAT16):  # what a 2-byte value dtype is
+                     int num_threads,          # 0: OpenMP's current default
+                     int kind16=KIND_FLOAT16,  # what a 2-byte value dtype is
+                     cnp.ndarray src_rows=None,  # IN (n,) intp: update k reads grad[src_rows[k]]
+                     cnp.ndarray scales=None):   # IN (n,) float64: update k is scaled by scales[k]
     cdef void* ip = cnp.PyArray_DATA(indices)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef const Py_ssize_t* sr = NULL if src_rows is None else <const Py_ssize_t*>cnp.PyArray_DATA(src_rows)
+    cdef const double* sc = NULL if scales is None else <const double*>cnp.PyArray_DATA(scales)
     cdef int rc
     if cnp.PyArray_ITEMSIZE(indices) == 4:
         rc = _scatter_by_value(grad_weight, <const int32_t*>ip, n, grad, padding_idx,
-                               scale_by_freq, num_threads, kind16)
+                               scale_by_freq, num_threads, kind16, sr, sc)
     else:
         rc = _scatter_by_value(grad_weight, <const int64_t*>ip, n, grad, padding_idx,
-                               scale_by_freq, num_threads, kind16)
+                               scale_by_freq, num_threads, kind16, sr, sc)
     if rc != 0:
         raise MemoryError("scatter_add: could not allocate scratch memory")
 
@@ -491,6 +506,246 @@ def naive_scatter_add_rows(cnp.ndarray grad_weight, cnp.ndarray indices, cnp.nda
                 (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j] = fe_addd(
                     (<double*>cnp.PyArray_DATA(grad_weight))[i * d + j],
                     (<const double*>cnp.PyArray_DATA(grad))[k * g_stride + j])
+
+
+# --------------------------------------------------------------------------
+# bags: out[b] = reduce over the entries of bag b (sum, mean or max)
+
+cdef enum:
+    BAG_SUM = 0
+    BAG_MEAN = 1
+    BAG_MAX = 2
+
+
+cdef inline float _to_float(value_t x) noexcept nogil:
+    if value_t is uint16_t:
+        return fe_half_to_float(x)
+    elif value_t is bf16_t:
+        return fe_bf16_to_float(x.bits)
+    else:
+        return <float>x
+
+
+cdef inline bint _greater(value_t a, value_t b) noexcept nogil:
+    if value_t is uint16_t or value_t is bf16_t:
+        return _to_float(a) > _to_float(b)
+    else:
+        return a > b
+
+
+cdef inline void _div_row(value_t* row, Py_ssize_t d, Py_ssize_t count) noexcept nogil:
+    # divided in the add's precision (float32 for the 16-bit types), then rounded
+    cdef Py_ssize_t j
+    cdef float c32 = <float>count
+    for j in range(d):
+        if value_t is uint16_t:
+            row[j] = fe_float_to_half(fe_half_to_float(row[j]) / c32)
+        elif value_t is bf16_t:
+            row[j].bits = fe_float_to_bf16(fe_bf16_to_float(row[j].bits) / c32)
+        elif value_t is float:
+            row[j] = row[j] / c32
+        else:
+            row[j] = row[j] / <double>count
+
+
+cdef void _bag_range(const value_t* weight, Py_ssize_t w_stride, Py_ssize_t d,
+                     const index_t* idx, const Py_ssize_t* bounds, Py_ssize_t b_lo,
+                     Py_ssize_t b_hi, value_t* out, int64_t* max_indices, int mode,
+                     const double* psw, Py_ssize_t padding_idx) noexcept nogil:
+    cdef Py_ssize_t b, k, j, i, count
+    cdef value_t* row
+    cdef const value_t* src
+    for b in range(b_lo, b_hi):
+        row = out + b * d
+        memset(row, 0, d * sizeof(value_t))
+        count = 0
+        for k in range(bounds[b], bounds[b + 1]):
+            i = idx[k]
+            if i == padding_idx:
+                continue
+            src = weight + i * w_stride
+            if mode == BAG_MAX:
+                if count == 0:
+                    memcpy(row, src, d * sizeof(value_t))
+                    for j in range(d):
+                        max_indices[b * d + j] = i
+                else:
+                    for j in range(d):
+                        # strictly greater: the first of equal values stays, a NaN never wins
+                        if _greater(src[j], row[j]):
+                            row[j] = src[j]
+                            max_indices[b * d + j] = i
+            elif psw != NULL:
+                _add_scaled_row(row, src, d, psw[k])
+            else:
+                _add_row(row, src, d)
+            count += 1
+        if mode == BAG_MEAN and count > 0:
+            _div_row(row, d, count)
+        if mode == BAG_MAX and count == 0:
+            for j in range(d):
+                max_indices[b * d + j] = -1
+
+
+cdef void _bag(const value_t* weight, Py_ssize_t w_stride, Py_ssize_t d, const index_t* idx,
+               const Py_ssize_t* bounds, Py_ssize_t num_bags, value_t* out,
+               int64_t* max_indices, int mode, const double* psw, Py_ssize_t padding_idx,
+               int num_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    if num_threads <= 0:
+        num_threads = fe_omp_max_threads()
+    if num_threads > 1 and bounds[num_bags] * d * <Py_ssize_t>sizeof(value_t) >= GATHER_PARALLEL_MIN_BYTES:
+        # each bag's output row is written by one thread
+        fe_mark_pool_started()
+        for c in prange(num_threads, num_threads=num_threads, schedule='static', chunksize=1):
+            _bag_range(weight, w_stride, d, idx, bounds, num_bags * c // num_threads,
+                       num_bags * (c + 1) // num_threads, out, max_indices, mode, psw, padding_idx)
+    else:
+        _bag_range(weight, w_stride, d, idx, bounds, 0, num_bags, out, max_indices, mode, psw,
+                   padding_idx)
+
+
+cdef void _bag_by_value(cnp.ndarray weight, const index_t* idx, const Py_ssize_t* bounds,
+                        Py_ssize_t num_bags, cnp.ndarray out, int64_t* mi, int mode,
+                        const double* psw, Py_ssize_t padding_idx, int num_threads, int kind16):
+    cdef const void* w = cnp.PyArray_DATA(weight)
+    cdef void* o = cnp.PyArray_DATA(out)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(weight, 1)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(weight)
+    cdef Py_ssize_t ws = cnp.PyArray_STRIDE(weight, 0) // itemsize
+    with nogil:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            _bag(<const bf16_t*>w, ws, d, idx, bounds, num_bags, <bf16_t*>o, mi, mode, psw, padding_idx, num_threads)
+        elif itemsize == 2:
+            _bag(<const uint16_t*>w, ws, d, idx, bounds, num_bags, <uint16_t*>o, mi, mode, psw, padding_idx, num_threads)
+        elif itemsize == 4:
+            _bag(<const float*>w, ws, d, idx, bounds, num_bags, <float*>o, mi, mode, psw, padding_idx, num_threads)
+        else:
+            _bag(<const double*>w, ws, d, idx, bounds, num_bags, <double*>o, mi, mode, psw, padding_idx, num_threads)
+
+
+def bag_rows(cnp.ndarray weight,       # IN (T, d), rows contiguous
+             cnp.ndarray indices,      # IN (n,) int32 or int64, contiguous
+             cnp.ndarray bounds,       # IN (B + 1,) intp: bag b is entries [bounds[b], bounds[b+1])
+             cnp.ndarray out,          # OUT (B, d), C-contiguous
+             int mode,                 # 0 sum, 1 mean, 2 max
+             cnp.ndarray per_sample_weights,  # IN (n,) float64, or None
+             cnp.ndarray max_indices,  # OUT (B, d) int64 for max, or None
+             Py_ssize_t padding_idx,   # -1 for none
+             int num_threads,
+             int kind16=KIND_FLOAT16):
+    cdef void* ip = cnp.PyArray_DATA(indices)
+    cdef const Py_ssize_t* bp = <const Py_ssize_t*>cnp.PyArray_DATA(bounds)
+    cdef Py_ssize_t num_bags = cnp.PyArray_SIZE(bounds) - 1
+    cdef const double* psw = NULL if per_sample_weights is None else <const double*>cnp.PyArray_DATA(per_sample_weights)
+    cdef int64_t* mi = NULL if max_indices is None else <int64_t*>cnp.PyArray_DATA(max_indices)
+    if cnp.PyArray_ITEMSIZE(indices) == 4:
+        _bag_by_value(weight, <const int32_t*>ip, bp, num_bags, out, mi, mode, psw, padding_idx,
+                      num_threads, kind16)
+    else:
+        _bag_by_value(weight, <const int64_t*>ip, bp, num_bags, out, mi, mode, psw, padding_idx,
+                      num_threads, kind16)
+
+
+cdef void _bag_max_backward(value_t* gw, Py_ssize_t d, const value_t* grad,
+                            const int64_t* mi, Py_ssize_t num_bags) noexcept nogil:
+    # bag order, column by column: each element is its own accumulation
+    cdef Py_ssize_t b, j, i
+    for j in range(d):
+        for b in range(num_bags):
+            i = mi[b * d + j]
+            if i >= 0:
+                _add_row(gw + i * d + j, grad + b * d + j, 1)
+
+
+def bag_max_backward_rows(cnp.ndarray grad_weight,  # INOUT (T, d), C-contiguous
+                          cnp.ndarray grad,         # IN (B, d), C-contiguous
+                          cnp.ndarray max_indices,  # IN (B, d) int64, C-contiguous
+                          int kind16=KIND_FLOAT16):
+    cdef void* gw = cnp.PyArray_DATA(grad_weight)
+    cdef const void* g = cnp.PyArray_DATA(grad)
+    cdef const int64_t* mi = <const int64_t*>cnp.PyArray_DATA(max_indices)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(grad_weight, 1)
+    cdef Py_ssize_t nb = cnp.PyArray_DIM(grad, 0)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(grad_weight)
+    with nogil:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            _bag_max_backward(<bf16_t*>gw, d, <const bf16_t*>g, mi, nb)
+        elif itemsize == 2:
+            _bag_max_backward(<uint16_t*>gw, d, <const uint16_t*>g, mi, nb)
+        elif itemsize == 4:
+            _bag_max_backward(<float*>gw, d, <const float*>g, mi, nb)
+        else:
+            _bag_max_backward(<double*>gw, d, <const double*>g, mi, nb)
+
+
+cdef void _row_dots(const value_t* grad, const value_t* weight, Py_ssize_t w_stride,
+                    Py_ssize_t d, const index_t* idx, const Py_ssize_t* bag,
+                    Py_ssize_t n, Py_ssize_t padding_idx, value_t* out) noexcept nogil:
+    # out[k] = sum_j round(grad[bag[k], j] * weight[idx[k], j]), strictly left to right
+    cdef Py_ssize_t k, j, i
+    cdef value_t acc, p
+    cdef const value_t* g
+    cdef const value_t* w
+    for k in range(n):
+        i = idx[k]
+        memset(&out[k], 0, sizeof(value_t))
+        if i == padding_idx or bag[k] < 0 or d == 0:
+            continue
+        g = grad + bag[k] * d
+        w = weight + i * w_stride
+        for j in range(d):
+            # the gradient first: on NaN * NaN its payload survives
+            if value_t is uint16_t:
+                p = fe_float_to_half(fe_mulf(fe_half_to_float(g[j]), fe_half_to_float(w[j])))
+            elif value_t is bf16_t:
+                p.bits = fe_float_to_bf16(fe_mulf(fe_bf16_to_float(g[j].bits), fe_bf16_to_float(w[j].bits)))
+            elif value_t is float:
+                p = fe_mulf(g[j], w[j])
+            else:
+                p = fe_muld(g[j], w[j])
+            if j == 0:
+                acc = p
+            else:
+                _add_row(&acc, &p, 1)
+        out[k] = acc
+
+
+def row_dots(cnp.ndarray grad,      # IN (B, d), C-contiguous
+             cnp.ndarray weight,    # IN (T, d), rows contiguous
+             cnp.ndarray indices,   # IN (n,) int32 or int64
+             cnp.ndarray bag,       # IN (n,) intp, -1 for entries in no bag
+             Py_ssize_t padding_idx,
+             cnp.ndarray out,       # OUT (n,), the value dtype
+             int kind16=KIND_FLOAT16):
+    cdef const void* g = cnp.PyArray_DATA(grad)
+    cdef const void* w = cnp.PyArray_DATA(weight)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(weight)
+    cdef Py_ssize_t ws = cnp.PyArray_STRIDE(weight, 0) // itemsize
+    cdef Py_ssize_t d = cnp.PyArray_DIM(weight, 1)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(indices)
+    cdef const Py_ssize_t* bp = <const Py_ssize_t*>cnp.PyArray_DATA(bag)
+    cdef void* o = cnp.PyArray_DATA(out)
+    cdef void* ip = cnp.PyArray_DATA(indices)
+    with nogil:
+        if cnp.PyArray_ITEMSIZE(indices) == 4:
+            if itemsize == 2 and kind16 == KIND_BFLOAT16:
+                _row_dots(<const bf16_t*>g, <const bf16_t*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <bf16_t*>o)
+            elif itemsize == 2:
+                _row_dots(<const uint16_t*>g, <const uint16_t*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <uint16_t*>o)
+            elif itemsize == 4:
+                _row_dots(<const float*>g, <const float*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <float*>o)
+            else:
+                _row_dots(<const double*>g, <const double*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <double*>o)
+        else:
+            if itemsize == 2 and kind16 == KIND_BFLOAT16:
+                _row_dots(<const bf16_t*>g, <const bf16_t*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <bf16_t*>o)
+            elif itemsize == 2:
+                _row_dots(<const uint16_t*>g, <const uint16_t*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <uint16_t*>o)
+            elif itemsize == 4:
+                _row_dots(<const float*>g, <const float*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <float*>o)
+            else:
+                _row_dots(<const double*>g, <const double*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <double*>o)
 
 
 # --------------------------------------------------------------------------

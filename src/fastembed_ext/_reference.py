@@ -65,3 +65,171 @@ def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
     if scale_grad_by_freq and indices.size:
         grad = scale_by_freq(grad, indices)
     return scatter_add(grad_weight, indices, grad, padding_idx=padding_idx)
+
+
+# --------------------------------------------------------------------------
+# bags
+#
+# Every accumulation below is an ``np.add.at`` on rows, so the order is index
+# order and the NaN rule (on NaN + NaN the incoming value's payload survives)
+# is the one the compiled kernels pin.
+
+def _quiet_bits(x):
+    """``x`` (NaNs) with the quiet bit set, as x86 quiets a NaN operand."""
+    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]
+    bit = {2: 0x0200, 4: 0x00400000, 8: 0x0008000000000000}[x.itemsize]
+    if x.dtype.kind == "V":  # bfloat16: the canonical NaN, with the sign
+        return ((x.view(u) & u(0x8000)) | u(0x7FC0)).view(x.dtype)
+    return (x.view(u) | u(bit)).view(x.dtype)
+
+
+def mul(a, b):
+    """``a * b`` with one NaN rule: on NaN * NaN, ``a``'s payload (quieted) survives.
+
+    NumPy's own multiply leaves that case to its inner loops, which differ by
+    dtype and CPU; this fixes it so the compiled path can match it.
+    """
+    a, b = np.broadcast_arrays(a, b)
+    with np.errstate(all="ignore"):
+        r = a * b
+        both = np.isnan(a.astype(np.float32) if a.dtype.kind == "V" else a) & \
+            np.isnan(b.astype(np.float32) if b.dtype.kind == "V" else b)
+    if both.any():
+        r[both] = _quiet_bits(np.ascontiguousarray(a[both]))
+    return r
+
+
+def _opmath(dtype):
+    return np.float64 if dtype == np.float64 else np.float32
+
+
+def bag_of_entries(offsets, num_entries, include_last_offset=False):
+    """For each entry k of a flat ``indices``, the bag it belongs to."""
+    starts = offsets[:-1] if include_last_offset else offsets
+    num_bags = starts.shape[0]
+    bag = np.zeros(num_entries, dtype=np.intp)
+    if num_entries and num_bags:
+        ends = np.append(starts[1:], num_entries if not include_last_offset else offsets[-1])
+        lengths = (ends - starts).astype(np.intp)
+        bag = np.repeat(np.arange(num_bags, dtype=np.intp), lengths)
+        if bag.shape[0] < num_entries:  # entries past the last offset belong to no bag
+            bag = np.append(bag, np.full(num_entries - bag.shape[0], -1, dtype=np.intp))
+    return bag, num_bags
+
+
+def embedding_bag(weight, indices, offsets, *, mode="sum", per_sample_weights=None,
+                  include_last_offset=False, padding_idx=None):
+    """PyTorch's ``embedding_bag`` on a flat ``indices`` with ``offsets``.
+
+    sum: entries added in order from +0.0, each ``weight[i] * w_k`` rounded to
+    the dtype first when ``per_sample_weights`` is given.  mean: that sum
+    divided by the count of non-padding entries in the add's precision
+    (float32 for float16), rounded to the dtype.  max: per column, the first
+    entry initialises, a later one replaces it only if strictly greater (so a
+    NaN never replaces, and a leading NaN stays).  Empty bags, and bags of only
+    padding, are zeros (max_indices -1).  Returns ``out``, or ``(out,
+    max_indices)`` for mode="max".
+    """
+    d = weight.shape[1]
+    bag, num_bags = bag_of_entries(offsets, indices.shape[0], include_last_offset)
+    keep = bag >= 0
+    if padding_idx is not None:
+        keep &= indices != padding_idx
+    out = np.zeros((num_bags, d), dtype=weight.dtype)
+    if mode in ("sum", "mean"):
+        rows = weight[indices[keep]]
+        if per_sample_weights is not None:
+            rows = mul(rows, per_sample_weights[keep][:, None])
+        with np.errstate(all="ignore"):
+            np.add.at(out, bag[keep], rows)
+        if mode == "mean":
+            counts = np.bincount(bag[keep], minlength=num_bags)
+            nz = counts > 0
+            op = _opmath(weight.dtype)
+            with np.errstate(all="ignore"):
+                out[nz] = (out[nz].astype(op) / counts[nz].astype(op)[:, None]).astype(weight.dtype)
+        return out
+    max_indices = np.full((num_bags, d), -1, dtype=np.int64)
+    kept = np.flatnonzero(keep)
+    kbag = bag[kept]
+    # entries in order: position of each kept entry within its bag
+    first = np.searchsorted(kbag, kbag, side="left")
+    pos = np.arange(kept.shape[0]) - first
+    for s in range(int(pos.max()) + 1 if pos.size else 0):
+        sel = pos == s
+        b = kbag[sel]
+        cand = weight[indices[kept[sel]]]
+        if s == 0:
+            out[b] = cand
+            max_indices[b] = indices[kept[sel]][:, None]
+        else:
+            take = cand > out[b]
+            cur = out[b]
+            cur[take] = cand[take]
+            out[b] = cur
+            mi = max_indices[b]
+            mi[take] = np.broadcast_to(indices[kept[sel]][:, None], take.shape)[take]
+            max_indices[b] = mi
+    return out, max_indices
+
+
+def sequential_row_sums(x):
+    """``x[:, 0] + x[:, 1] + ...`` strictly left to right, each add rounded.
+
+    Written with ``np.add.at`` on rows rather than ``np.add.accumulate``:
+    both add in this order, but only the former keeps one NaN rule (the
+    incoming value's payload on NaN + NaN) for every dtype.
+    """
+    acc = x[:, :1].copy()
+    rows = np.arange(x.shape[0])
+    with np.errstate(all="ignore"):
+        for j in range(1, x.shape[1]):
+            np.add.at(acc, rows, x[:, j:j + 1])
+    return acc[:, 0]
+
+
+def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum",
+                           per_sample_weights=None, weight=None, max_indices=None,
+                           include_last_offset=False, padding_idx=None, grad_weight=None):
+    """The weight gradient (accumulated into ``grad_weight`` when given) and, with
+    ``per_sample_weights``, their gradient.
+
+    sum: ``grad_weight[i_k] += grad[bag_k] * w_k`` (product rounded first) in
+    entry order.  mean: ``grad[b] / count_b`` in the add's precision, rounded,
+    then added per entry.  max: ``grad_weight[max_indices[b, j], j] +=
+    grad[b, j]`` in bag order, column by column.  The gradient of w_k is the
+    dot product of ``grad[bag_k]`` and ``weight[i_k]``, products rounded to the
+    dtype and summed strictly left to right (``sequential_row_sums``).
+    """
+    d = grad.shape[1]
+    if grad_weight is None:
+        grad_weight = np.zeros((num_embeddings, d), dtype=grad.dtype)
+    bag, _ = bag_of_entries(offsets, indices.shape[0], include_last_offset)
+    keep = bag >= 0
+    if padding_idx is not None:
+        keep &= indices != padding_idx
+    grad_psw = None
+    if mode == "max":
+        for j in range(d):
+            mi = max_indices[:, j]
+            sel = mi >= 0
+            col = grad_weight[:, j:j + 1]
+            with np.errstate(all="ignore"):
+                np.add.at(col, mi[sel], grad[sel, j:j + 1])
+        return grad_weight, None
+    src = grad[bag[keep]]
+    if mode == "mean":
+        counts = np.bincount(bag[keep], minlength=grad.shape[0])
+        op = _opmath(grad.dtype)
+        with np.errstate(all="ignore"):
+            scaled = (grad.astype(op) / np.maximum(counts, 1).astype(op)[:, None]).astype(grad.dtype)
+        src = scaled[bag[keep]]
+    if per_sample_weights is not None:
+        prods = mul(src, weight[indices[keep]])
+        grad_psw = np.zeros(indices.shape[0], dtype=grad.dtype)
+        if d:
+            grad_psw[keep] = sequential_row_sums(prods)
+        src = mul(src, per_sample_weights[keep][:, None])
+    with np.errstate(all="ignore"):
+        np.add.at(grad_weight, indices[keep], src)
+    return grad_weight, grad_psw
