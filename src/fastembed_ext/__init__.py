@@ -2,6 +2,11 @@
 
 from ._api import (
     BackendUnavailableError,
+    adagrad_step,
+    coalesce,
+    renorm_,
+    rowwise_adagrad_step,
+    sgd_step,
     __version__,
     embedding_backward,
     embedding_bag,
@@ -15,6 +20,11 @@ from ._api import (
 
 __all__ = [
     "BackendUnavailableError",
+    "adagrad_step",
+    "coalesce",
+    "renorm_",
+    "rowwise_adagrad_step",
+    "sgd_step",
     "__version__",
     "embedding_backward",
     "embedding_bag",

@@ -30,6 +30,11 @@ _kernels, _KERNELS_ERROR = _load_kernels()
 
 __all__ = [
     "BackendUnavailableError",
+    "adagrad_step",
+    "coalesce",
+    "renorm_",
+    "rowwise_adagrad_step",
+    "sgd_step",
     "embedding_backward",
     "embedding_bag",
     "embedding_bag_backward",
@@ -761,6 +766,206 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
     _kernels.scatter_add_rows(gw, flat, _rows(src), -1 if pad is None else pad, False,
                               num_threads, kind, bag, scales)
     return gw, grad_psw
+
+
+# --------------------------------------------------------------------------
+# max-norm, sparse gradients, optimizer steps
+
+def _check_table(weight, name="weight"):
+    if not isinstance(weight, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy ndarray (it is updated in place), "
+                        f"got {type(weight).__name__}")
+    _check_value_dtype(weight, name)
+    _check_ndim(weight, name, 2, "(T, d)")
+    _check_writable_contiguous(weight, name)
+
+
+def _check_real(value, name, *, low=None, positive=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not np.isfinite(v) and not (name == "norm_type" and v == np.inf):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and not v > 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def renorm_(weight: npt.NDArray[Any], indices: npt.ArrayLike, max_norm: float,
+            norm_type: float = 2.0, *, backend: Literal["auto", "cython", "numpy"] = "auto",
+            num_threads: int | None = None) -> npt.NDArray[Any]:
+    """Scale down, in place, the rows named in ``indices`` whose norm exceeds ``max_norm``.
+
+    PyTorch's ``embedding_renorm_``: each distinct row with ``norm > max_norm``
+    is multiplied by ``max_norm / (norm + 1e-7)``.  The norm is computed in
+    float64 and summed strictly left to right (``_reference.row_norms``), so
+    NumPy can state it exactly; ``norm_type`` may be any p > 0 or ``inf``.
+
+    Returns
+    -------
+    weight
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    _check_table(weight)
+    max_norm = _check_real(max_norm, "max_norm", low=0.0)
+    norm_type = _check_real(norm_type, "norm_type", positive=True)
+    idx = _as_indices(indices)
+    _check_disjoint(weight, "weight", (idx, "indices"))
+    flat = _checked_flat_indices(idx, weight.shape[0], "weight", backend)
+    if backend == "numpy":
+        return _reference.renorm_(weight, flat, max_norm, norm_type)
+    rows = np.unique(flat).astype(np.int64)
+    _kernels.renorm_rows(weight, rows, max_norm, norm_type, num_threads, _kind16(weight.dtype))
+    return weight
+
+
+def coalesce(indices: npt.ArrayLike, grad: npt.ArrayLike, *, padding_idx: int | None = None,
+             backend: Literal["auto", "cython", "numpy"] = "auto",
+             num_threads: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """A sparse gradient: sorted unique rows and their summed gradient rows.
+
+    Parameters
+    ----------
+    indices : array_like of non-negative integers, shape S
+        Any size of table, billions of rows included: nothing of size T is made.
+    grad : array_like of shape S + (d,)
+    padding_idx : int, optional
+        A row (>= 0) left out.
+
+    Returns
+    -------
+    rows : ndarray of int64, shape (U,)
+    values : ndarray of shape (U, d)
+        Bit for bit ``np.add.at`` of ``grad`` into zeros at the rows' positions.
+    """
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    idx = _as_indices(indices)
+    g = _as_input(grad, "grad")
+    _check_value_dtype(g, "grad")
+    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
+        raise ValueError(f"grad must have shape indices.shape + (d,), got {g.shape} for indices "
+                         f"of shape {idx.shape}")
+    if padding_idx is not None:
+        if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, numbers.Integral):
+            raise TypeError(f"padding_idx must be an integer or None, got {padding_idx!r}")
+        if int(padding_idx) < 0:
+            raise ValueError(f"padding_idx must be >= 0 here (there is no table size to count "
+                             f"from), got {int(padding_idx)}")
+        padding_idx = int(padding_idx)
+    max_rows = np.iinfo(np.int64).max
+    flat = _checked_flat_indices(idx, max_rows, "a table", backend)
+    d = g.shape[-1]
+    if backend == "numpy":
+        return _reference.coalesce(flat, g.reshape(flat.size, d), padding_idx=padding_idx)
+    g2 = g.reshape(flat.size, d)
+    if padding_idx is not None:
+        keep = flat != padding_idx
+        flat, g2 = flat[keep], g2[keep]
+    rows, inverse = np.unique(flat, return_inverse=True)
+    values = np.zeros((rows.shape[0], d), dtype=g.dtype)
+    _kernels.scatter_add_rows(values, np.ascontiguousarray(inverse.reshape(-1), dtype=np.int64),
+                              _rows(g2), -1, False, num_threads, _kind16(g.dtype))
+    return rows.astype(np.int64), values
+
+
+def _optimizer_args(weight, indices, grad, padding_idx, lr, weight_decay, backend):
+    _check_table(weight)
+    lr = _check_real(lr, "lr")
+    weight_decay = _check_real(weight_decay, "weight_decay")
+    idx = _as_indices(indices)
+    g = _as_input(grad, "grad")
+    _check_same_dtype(g, "grad", weight, "weight")
+    if g.shape != idx.shape + (weight.shape[1],):
+        raise ValueError(f"grad must have shape indices.shape + (d,) = "
+                         f"{idx.shape + (weight.shape[1],)}, got {g.shape}")
+    pad = _check_padding_idx(padding_idx, weight.shape[0], "weight")
+    _check_disjoint(weight, "weight", (g, "grad"), (idx, "indices"))
+    flat = _checked_flat_indices(idx, weight.shape[0], "weight", backend)
+    return flat, g.reshape(flat.size, weight.shape[1]), pad, lr, weight_decay
+
+
+def _check_state(state, weight, rowwise):
+    want = np.dtype(np.float64) if weight.dtype == np.float64 else np.dtype(np.float32)
+    shape = (weight.shape[0],) if rowwise else weight.shape
+    if not isinstance(state, np.ndarray):
+        raise TypeError(f"state must be a NumPy ndarray (it is updated in place), got {type(state).__name__}")
+    if state.dtype != want:
+        raise TypeError(f"state must have dtype {want} for a {weight.dtype} table, got "
+                        f"{_dtype_text(state.dtype)}")
+    if state.shape != shape:
+        raise ValueError(f"state must have shape {shape}, got {state.shape}")
+    _check_writable_contiguous(state, "state")
+    _check_disjoint(state, "state", (weight, "weight"))
+
+
+def _optimizer_step(kind, weight, state, indices, grad, lr, eps, weight_decay, padding_idx,
+                    backend, num_threads):
+    backend = _resolve_backend(backend)
+    num_threads = _resolve_threads(num_threads)
+    flat, g, pad, lr, weight_decay = _optimizer_args(weight, indices, grad, padding_idx, lr,
+                                                     weight_decay, backend)
+    if kind != 0:
+        eps = _check_real(eps, "eps")
+        _check_state(state, weight, rowwise=(kind == 2))
+        _check_disjoint(state, "state", (g, "grad"))
+    if backend == "numpy":
+        if kind == 0:
+            _reference.sgd_step(weight, flat, g, lr=lr, weight_decay=weight_decay, padding_idx=pad)
+        elif kind == 1:
+            _reference.adagrad_step(weight, state, flat, g, lr=lr, eps=eps,
+                                    weight_decay=weight_decay, padding_idx=pad)
+        else:
+            _reference.rowwise_adagrad_step(weight, state, flat, g, lr=lr, eps=eps,
+                                            weight_decay=weight_decay, padding_idx=pad)
+        return
+    rows, values = coalesce(flat, g, padding_idx=pad, backend="cython", num_threads=num_threads)
+    _kernels.optimizer_rows(weight, rows, values, state, kind, lr, eps, weight_decay,
+                            num_threads, _kind16(weight.dtype))
+
+
+def sgd_step(weight: npt.NDArray[Any], indices: npt.ArrayLike, grad: npt.ArrayLike, *,
+             lr: float, weight_decay: float = 0.0, padding_idx: int | None = None,
+             backend: Literal["auto", "cython", "numpy"] = "auto",
+             num_threads: int | None = None) -> npt.NDArray[Any]:
+    """Sparse SGD on the table: for each distinct row r of ``indices``,
+    ``w[r] -= lr * (g[r] + weight_decay * w[r])`` with g the coalesced gradient.
+
+    Arithmetic in float32 (float64 for float64 tables), rounded to the table's
+    dtype once; bit for bit ``_reference.sgd_step``.  Schedules are the
+    caller's: pass this step's ``lr``.
+    """
+    _optimizer_step(0, weight, None, indices, grad, lr, 0.0, weight_decay, padding_idx,
+                    backend, num_threads)
+    return weight
+
+
+def adagrad_step(weight: npt.NDArray[Any], state: npt.NDArray[Any], indices: npt.ArrayLike,
+                 grad: npt.ArrayLike, *, lr: float, eps: float = 1e-10,
+                 weight_decay: float = 0.0, padding_idx: int | None = None,
+                 backend: Literal["auto", "cython", "numpy"] = "auto",
+                 num_threads: int | None = None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Sparse Adagrad with element-wise state (T, d) (float32, or float64 for float64):
+    ``s[r] += g*g; w[r] -= lr * g / (sqrt(s[r]) + eps)``, per distinct row."""
+    _optimizer_step(1, weight, state, indices, grad, lr, eps, weight_decay, padding_idx,
+                    backend, num_threads)
+    return weight, state
+
+
+def rowwise_adagrad_step(weight: npt.NDArray[Any], state: npt.NDArray[Any],
+                         indices: npt.ArrayLike, grad: npt.ArrayLike, *, lr: float,
+                         eps: float = 1e-10, weight_decay: float = 0.0,
+                         padding_idx: int | None = None,
+                         backend: Literal["auto", "cython", "numpy"] = "auto",
+                         num_threads: int | None = None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Row-wise Adagrad (FBGEMM's): one state value per row (T,),
+    ``s[r] += mean(g*g)``; ``w[r] -= lr * g / (sqrt(s[r]) + eps)``, per distinct row."""
+    _optimizer_step(2, weight, state, indices, grad, lr, eps, weight_decay, padding_idx,
+                    backend, num_threads)
+    return weight, state
 
 
 def _openmp_runtime() -> str | None:

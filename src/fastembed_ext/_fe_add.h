@@ -53,6 +53,31 @@ static inline double fe_muld(double a, double b)
     return a;
 }
 
+/* a - b and a / b, a first */
+static inline float fe_subf(float a, float b)
+{
+    __asm__("subss %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
+static inline double fe_subd(double a, double b)
+{
+    __asm__("subsd %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
+static inline float fe_divf(float a, float b)
+{
+    __asm__("divss %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
+static inline double fe_divd(double a, double b)
+{
+    __asm__("divsd %1, %0" : "+x"(a) : "x"(b));
+    return a;
+}
+
 static void fe_add_row_f32_sse2(float *dst, const float *src, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
@@ -236,6 +261,20 @@ static inline double fe_muld(double a, double b)
     }
     return r;
 }
+
+#define FE_FIRST_NAN(T, Q, expr)                  \
+    T r = (expr);                                  \
+    if (r != r && a != a) {                        \
+        r = Q(a);                                  \
+    } else if (r != r && b != b) {                 \
+        r = Q(b);                                  \
+    }                                              \
+    return r;
+
+static inline float fe_subf(float a, float b) { FE_FIRST_NAN(float, fe_quietf, a - b) }
+static inline double fe_subd(double a, double b) { FE_FIRST_NAN(double, fe_quietd, a - b) }
+static inline float fe_divf(float a, float b) { FE_FIRST_NAN(float, fe_quietf, a / b) }
+static inline double fe_divd(double a, double b) { FE_FIRST_NAN(double, fe_quietd, a / b) }
 
 static void fe_add_row_f32_sse2(float *dst, const float *src, ptrdiff_t n)
 {

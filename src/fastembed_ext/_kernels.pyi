@@ -65,3 +65,23 @@ def set_isa_level(cap: int) -> int: ...
 def isa_level() -> int: ...
 def half_to_float_portable(h: npt.NDArray[np.uint16], out: npt.NDArray[np.float32]) -> None: ...
 def float_to_half_portable(f: npt.NDArray[np.float32], out: npt.NDArray[np.uint16]) -> None: ...
+def renorm_rows(
+    weight: _Array,
+    rows: _Array,
+    max_norm: float,
+    norm_type: float,
+    num_threads: int,
+    kind16: int = ...,
+) -> None: ...
+def optimizer_rows(
+    weight: _Array,
+    rows: _Array,
+    values: _Array,
+    state: _Array | None,
+    kind: int,
+    lr: float,
+    eps: float,
+    weight_decay: float,
+    num_threads: int,
+    kind16: int = ...,
+) -> None: ...

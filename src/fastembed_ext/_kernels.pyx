@@ -12,6 +12,7 @@
 
 from libc.stdint cimport int32_t, int64_t, uint16_t
 from libc.stdlib cimport calloc, malloc, free
+from libc.math cimport fabs, pow, sqrt, sqrtf, isnan, INFINITY
 from libc.string cimport memcpy, memset
 from cython.parallel cimport prange
 
@@ -36,6 +37,10 @@ cdef extern from "_fe_half.h" nogil:
     double fe_addd(double d, double s)
     float fe_mulf(float a, float b)
     double fe_muld(double a, double b)
+    float fe_subf(float a, float b)
+    double fe_subd(double a, double b)
+    float fe_divf(float a, float b)
+    double fe_divd(double a, double b)
     void fe_add_row_f32(float* dst, const float* src, Py_ssize_t n)
     void fe_add_row_f64(double* dst, const double* src, Py_ssize_t n)
     int fe_set_isa_level(int cap)
@@ -746,6 +751,214 @@ def row_dots(cnp.ndarray grad,      # IN (B, d), C-contiguous
                 _row_dots(<const float*>g, <const float*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <float*>o)
             else:
                 _row_dots(<const double*>g, <const double*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <double*>o)
+
+
+# --------------------------------------------------------------------------
+# max-norm and optimizer steps, one distinct row at a time
+#
+# Arithmetic runs in the add's precision (float32 for float16, bfloat16 and
+# float32 tables; float64 for float64) and rounds to the table's dtype once.
+# Every binary operation keeps its first operand's payload on NaN op NaN.
+
+cdef inline double _to_double(value_t x) noexcept nogil:
+    if value_t is double:
+        return x
+    else:
+        return <double>_to_float(x)
+
+
+cdef inline value_t _from_float(float x, value_t like) noexcept nogil:
+    cdef value_t r
+    if value_t is uint16_t:
+        return fe_float_to_half(x)
+    elif value_t is bf16_t:
+        r.bits = fe_float_to_bf16(x)
+        return r
+    else:
+        return <value_t>x
+
+
+cdef inline double _row_norm(const value_t* row, Py_ssize_t d, double p) noexcept nogil:
+    # float64, strictly left to right; any NaN gives NaN
+    cdef Py_ssize_t j
+    cdef double acc = 0.0, x
+    if d == 0:
+        return 0.0
+    for j in range(d):
+        x = fabs(_to_double(row[j]))
+        if p == INFINITY:
+            if isnan(x):
+                return x
+            if j == 0 or x > acc:
+                acc = x
+        elif p == 2.0:
+            acc = x * x if j == 0 else acc + x * x
+        elif p == 1.0:
+            acc = x if j == 0 else acc + x
+        else:
+            acc = pow(x, p) if j == 0 else acc + pow(x, p)
+    if p == 2.0:
+        return sqrt(acc)
+    if p == 1.0 or p == INFINITY:
+        return acc
+    return pow(acc, 1.0 / p)
+
+
+cdef void _renorm(value_t* weight, Py_ssize_t d, const int64_t* rows, Py_ssize_t n,
+                  double max_norm, double p, int num_threads) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef double norm, scale
+    cdef float s32
+    cdef value_t* row
+    if num_threads <= 0:
+        num_threads = fe_omp_max_threads()
+    if num_threads > 1 and n * d * <Py_ssize_t>sizeof(value_t) >= GATHER_PARALLEL_MIN_BYTES:
+        fe_mark_pool_started()
+    else:
+        num_threads = 1
+    # distinct rows: each is read and written by one thread
+    for r in prange(n, num_threads=num_threads, schedule='static'):
+        row = weight + rows[r] * d
+        norm = _row_norm(row, d, p)
+        if norm > max_norm:
+            scale = max_norm / (norm + 1e-7)
+            s32 = <float>scale
+            for j in range(d):
+                if value_t is double:
+                    row[j] = row[j] * scale
+                else:
+                    row[j] = _from_float(_to_float(row[j]) * s32, row[j])
+
+
+def renorm_rows(cnp.ndarray weight,  # INOUT (T, d), C-contiguous
+                cnp.ndarray rows,    # IN (n,) int64, distinct, in range
+                double max_norm, double norm_type, int num_threads, int kind16=KIND_FLOAT16):
+    cdef void* w = cnp.PyArray_DATA(weight)
+    cdef const int64_t* rp = <const int64_t*>cnp.PyArray_DATA(rows)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(rows)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(weight, 1)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(weight)
+    with nogil:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            _renorm(<bf16_t*>w, d, rp, n, max_norm, norm_type, num_threads)
+        elif itemsize == 2:
+            _renorm(<uint16_t*>w, d, rp, n, max_norm, norm_type, num_threads)
+        elif itemsize == 4:
+            _renorm(<float*>w, d, rp, n, max_norm, norm_type, num_threads)
+        else:
+            _renorm(<double*>w, d, rp, n, max_norm, norm_type, num_threads)
+
+
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAGRAD = 1
+    OPT_ROWWISE_ADAGRAD = 2
+
+
+cdef inline float _decayed_f(float g, float w, float wd) noexcept nogil:
+    return g if wd == 0.0 else fe_addf(fe_mulf(wd, w), g)   # g + wd * w, g first
+
+
+cdef inline double _decayed_d(double g, double w, double wd) noexcept nogil:
+    return g if wd == 0.0 else fe_addd(fe_muld(wd, w), g)
+
+
+cdef void _opt_row_f(value_t* w, const value_t* g, float* state, Py_ssize_t d, int kind,
+                     float lr, float eps, float wd) noexcept nogil:
+    # float32 arithmetic for float16, bfloat16 and float32 tables
+    cdef Py_ssize_t j
+    cdef float wj, gj, s, acc = 0.0, sq
+    if kind == OPT_ROWWISE_ADAGRAD and d > 0:
+        for j in range(d):
+            gj = _decayed_f(_to_float(g[j]), _to_float(w[j]), wd)
+            sq = fe_mulf(gj, gj)
+            acc = sq if j == 0 else fe_addf(acc, sq)     # the square's payload wins, as np.add.at
+        state[0] = fe_addf(fe_divf(acc, <float>d), state[0])   # state + mean, state first
+    for j in range(d):
+        wj = _to_float(w[j])
+        gj = _decayed_f(_to_float(g[j]), wj, wd)
+        if kind == OPT_SGD:
+            wj = fe_subf(wj, fe_mulf(lr, gj))
+        else:
+            if kind == OPT_ADAGRAD:
+                state[j] = fe_addf(fe_mulf(gj, gj), state[j])
+                s = state[j]
+            else:
+                s = state[0]
+            wj = fe_subf(wj, fe_divf(fe_mulf(lr, gj), fe_addf(eps, sqrtf(s))))
+        w[j] = _from_float(wj, w[j])
+
+
+cdef void _opt_row_d(double* w, const double* g, double* state, Py_ssize_t d, int kind,
+                     double lr, double eps, double wd) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double wj, gj, s, acc = 0.0, sq
+    if kind == OPT_ROWWISE_ADAGRAD and d > 0:
+        for j in range(d):
+            gj = _decayed_d(g[j], w[j], wd)
+            sq = fe_muld(gj, gj)
+            acc = sq if j == 0 else fe_addd(acc, sq)
+        state[0] = fe_addd(fe_divd(acc, <double>d), state[0])
+    for j in range(d):
+        wj = w[j]
+        gj = _decayed_d(g[j], wj, wd)
+        if kind == OPT_SGD:
+            wj = fe_subd(wj, fe_muld(lr, gj))
+        else:
+            if kind == OPT_ADAGRAD:
+                state[j] = fe_addd(fe_muld(gj, gj), state[j])
+                s = state[j]
+            else:
+                s = state[0]
+            wj = fe_subd(wj, fe_divd(fe_muld(lr, gj), fe_addd(eps, sqrt(s))))
+        w[j] = wj
+
+
+cdef void _opt(value_t* weight, Py_ssize_t d, const int64_t* rows, Py_ssize_t n,
+               const value_t* values, void* state, int kind, double lr, double eps,
+               double wd, int num_threads) noexcept nogil:
+    cdef Py_ssize_t r, srow
+    cdef Py_ssize_t sstride = d if kind == OPT_ADAGRAD else 1
+    if num_threads <= 0:
+        num_threads = fe_omp_max_threads()
+    if num_threads > 1 and n * d * <Py_ssize_t>sizeof(value_t) >= GATHER_PARALLEL_MIN_BYTES:
+        fe_mark_pool_started()
+    else:
+        num_threads = 1
+    # distinct rows: each row of the table and of the state has one writer
+    for r in prange(n, num_threads=num_threads, schedule='static'):
+        srow = rows[r] * sstride
+        if value_t is double:
+            _opt_row_d(weight + rows[r] * d, values + r * d,
+                       NULL if state == NULL else <double*>state + srow, d, kind, lr, eps, wd)
+        else:
+            _opt_row_f(weight + rows[r] * d, values + r * d,
+                       NULL if state == NULL else <float*>state + srow, d, kind,
+                       <float>lr, <float>eps, <float>wd)
+
+
+def optimizer_rows(cnp.ndarray weight,   # INOUT (T, d), C-contiguous
+                   cnp.ndarray rows,     # IN (n,) int64, distinct, in range
+                   cnp.ndarray values,   # IN (n, d) summed gradients, C-contiguous
+                   cnp.ndarray state,    # INOUT (T, d) or (T,) float32/float64, or None
+                   int kind, double lr, double eps, double weight_decay,
+                   int num_threads, int kind16=KIND_FLOAT16):
+    cdef void* w = cnp.PyArray_DATA(weight)
+    cdef const int64_t* rp = <const int64_t*>cnp.PyArray_DATA(rows)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(rows)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(weight, 1)
+    cdef const void* v = cnp.PyArray_DATA(values)
+    cdef void* st = NULL if state is None else cnp.PyArray_DATA(state)
+    cdef int itemsize = cnp.PyArray_ITEMSIZE(weight)
+    with nogil:
+        if itemsize == 2 and kind16 == KIND_BFLOAT16:
+            _opt(<bf16_t*>w, d, rp, n, <const bf16_t*>v, st, kind, lr, eps, weight_decay, num_threads)
+        elif itemsize == 2:
+            _opt(<uint16_t*>w, d, rp, n, <const uint16_t*>v, st, kind, lr, eps, weight_decay, num_threads)
+        elif itemsize == 4:
+            _opt(<float*>w, d, rp, n, <const float*>v, st, kind, lr, eps, weight_decay, num_threads)
+        else:
+            _opt(<double*>w, d, rp, n, <const double*>v, st, kind, lr, eps, weight_decay, num_threads)
 
 
 # --------------------------------------------------------------------------

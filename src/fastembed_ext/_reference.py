@@ -233,3 +233,157 @@ def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum"
     with np.errstate(all="ignore"):
         np.add.at(grad_weight, indices[keep], src)
     return grad_weight, grad_psw
+
+
+# --------------------------------------------------------------------------
+# max-norm, sparse gradients, optimizer steps
+
+def _c_pow():
+    """The C library's pow, element-wise: what the compiled kernels call.
+
+    (math.pow raises on overflow, and np.power may use a vector library whose
+    last bit differs.)
+    """
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("m") or ctypes.util.find_library("c") or "msvcrt"
+    fn = ctypes.CDLL(name).pow
+    fn.restype = ctypes.c_double
+    fn.argtypes = [ctypes.c_double, ctypes.c_double]
+    return np.frompyfunc(fn, 2, 1)
+
+
+def row_norms(rows, norm_type):
+    """Norms of the rows of ``rows``, in float64, summed strictly left to right.
+
+    p = 2: sqrt of the sum of squares; p = 1: sum of |x|; p = inf: max |x|;
+    other p > 0: (sum of pow(|x|, p)) ** (1 / p) with the C library's pow.
+    A NaN anywhere gives a NaN norm (which exceeds no max_norm).
+    """
+    x = np.abs(rows.astype(np.float64))
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0])
+    if norm_type == np.inf:
+        return np.max(x, axis=1)
+    if norm_type == 2.0:
+        return np.sqrt(np.add.accumulate(x * x, axis=1)[:, -1])
+    if norm_type == 1.0:
+        return np.add.accumulate(x, axis=1)[:, -1]
+    cpow = _c_pow()
+    with np.errstate(all="ignore"):
+        total = np.add.accumulate(cpow(x, norm_type).astype(np.float64), axis=1)[:, -1]
+        return cpow(total, 1.0 / norm_type).astype(np.float64)
+
+
+def renorm_(weight, indices, max_norm, norm_type=2.0):
+    """PyTorch's embedding_renorm_: rows named in ``indices`` (once each) whose norm
+    exceeds ``max_norm`` are multiplied by ``max_norm / (norm + 1e-7)``.
+
+    The scale is computed in float64, rounded to the add's precision (float32
+    for 16-bit and float32 tables), multiplied in, and rounded to the dtype.
+    """
+    rows = np.unique(indices)
+    if rows.size == 0:
+        return weight
+    with np.errstate(all="ignore"):
+        norms = row_norms(weight[rows], norm_type)
+        over = norms > max_norm
+        if over.any():
+            op = _opmath(weight.dtype)
+            scale = (max_norm / (norms[over] + 1e-7)).astype(op)
+            r = rows[over]
+            weight[r] = (weight[r].astype(op) * scale[:, None]).astype(weight.dtype)
+    return weight
+
+
+def coalesce(indices, grad, *, padding_idx=None):
+    """Sorted unique rows and their summed gradients: ``np.add.at`` into zeros."""
+    d = grad.shape[-1]
+    idx = indices.reshape(-1)
+    g = grad.reshape(idx.shape[0], d)
+    if padding_idx is not None:
+        keep = idx != padding_idx
+        idx, g = idx[keep], g[keep]
+    rows, inverse = np.unique(idx, return_inverse=True)
+    values = np.zeros((rows.shape[0], d), dtype=grad.dtype)
+    with np.errstate(all="ignore"):
+        np.add.at(values, inverse.reshape(-1), g)
+    return rows.astype(np.int64), values
+
+
+def _first_nan_wins(r, a, b):
+    """Where both ``a`` and ``b`` are NaN, ``r`` becomes ``a`` quieted (as x86 does)."""
+    both = np.isnan(a) & np.isnan(b)
+    if both.any():
+        a = np.broadcast_to(a, r.shape)
+        r[both] = _quiet_bits(np.ascontiguousarray(a[both]))
+    return r
+
+
+def _binop(op, a, b):
+    with np.errstate(all="ignore"):
+        r = np.asarray(op(a, b))
+    return _first_nan_wins(r, a, b)
+
+
+def _decayed(w, g, weight_decay, op):
+    if weight_decay == 0.0:
+        return g
+    # g + weight_decay * w; on NaN + NaN the gradient's payload survives
+    return _binop(np.add, g, _binop(np.multiply, op(weight_decay), w))
+
+
+def sgd_step(weight, indices, grad, *, lr, weight_decay=0.0, padding_idx=None):
+    """One SGD update per distinct row: ``w -= lr * (g + weight_decay * w)``.
+
+    Arithmetic in the add's precision (float32 for 16-bit tables), rounded to
+    the dtype once; every binary operation keeps its first operand's payload on
+    NaN op NaN.
+    """
+    rows, g = coalesce(indices, grad, padding_idx=padding_idx)
+    op = _opmath(weight.dtype)
+    w = weight[rows].astype(op)
+    gg = _decayed(w, g.astype(op), weight_decay, op)
+    step = _binop(np.multiply, op(lr), gg)
+    weight[rows] = _binop(np.subtract, w, step).astype(weight.dtype)
+    return weight
+
+
+def _adagrad_update(w, gg, state_rows, lr, eps, op):
+    denom = _binop(np.add, np.sqrt(state_rows), op(eps))
+    step = _binop(np.divide, _binop(np.multiply, op(lr), gg), denom)
+    return _binop(np.subtract, w, step)
+
+
+def adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_decay=0.0,
+                 padding_idx=None):
+    """Adagrad per distinct row, element-wise state (float32, or float64 for float64):
+    ``s += g*g; w -= lr * g / (sqrt(s) + eps)``, with ``g += weight_decay * w`` first."""
+    rows, g = coalesce(indices, grad, padding_idx=padding_idx)
+    op = _opmath(weight.dtype)
+    w = weight[rows].astype(op)
+    gg = _decayed(w, g.astype(op), weight_decay, op)
+    s = _binop(np.add, state[rows], _binop(np.multiply, gg, gg))
+    state[rows] = s
+    weight[rows] = _adagrad_update(w, gg, s, lr, eps, op).astype(weight.dtype)
+    return weight, state
+
+
+def rowwise_adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_decay=0.0,
+                         padding_idx=None):
+    """Row-wise Adagrad (one state value per row, as FBGEMM):
+    ``s += mean_j(g*g)`` (summed left to right, divided by d), then as Adagrad."""
+    rows, g = coalesce(indices, grad, padding_idx=padding_idx)
+    op = _opmath(weight.dtype)
+    d = weight.shape[1]
+    w = weight[rows].astype(op)
+    gg = _decayed(w, g.astype(op), weight_decay, op)
+    if d:
+        sq = _binop(np.multiply, gg, gg)
+        mean = _binop(np.divide, sequential_row_sums(sq), op(d))
+    else:
+        mean = np.zeros(rows.shape[0], dtype=op)
+    s = _binop(np.add, state[rows], mean)
+    state[rows] = s
+    weight[rows] = _adagrad_update(w, gg, s[:, None], lr, eps, op).astype(weight.dtype)
+    return weight, state
