@@ -861,14 +861,18 @@ def coalesce(indices: npt.ArrayLike, grad: npt.ArrayLike, *, padding_idx: int | 
     d = g.shape[-1]
     if backend == "numpy":
         return _reference.coalesce(flat, g.reshape(flat.size, d), padding_idx=padding_idx)
-    g2 = g.reshape(flat.size, d)
+    return _coalesce_compiled(flat, g.reshape(flat.size, d), padding_idx, num_threads)
+
+
+def _coalesce_compiled(flat, g2, padding_idx, num_threads):
+    # sorted unique rows, then a scatter-add into (U, d) zeros in entry order
     if padding_idx is not None:
         keep = flat != padding_idx
         flat, g2 = flat[keep], g2[keep]
     rows, inverse = np.unique(flat, return_inverse=True)
-    values = np.zeros((rows.shape[0], d), dtype=g.dtype)
+    values = np.zeros((rows.shape[0], g2.shape[1]), dtype=g2.dtype)
     _kernels.scatter_add_rows(values, np.ascontiguousarray(inverse.reshape(-1), dtype=np.int64),
-                              _rows(g2), -1, False, num_threads, _kind16(g.dtype))
+                              _rows(g2), -1, False, num_threads, _kind16(g2.dtype))
     return rows.astype(np.int64), values
 
 
@@ -922,7 +926,7 @@ def _optimizer_step(kind, weight, state, indices, grad, lr, eps, weight_decay, p
             _reference.rowwise_adagrad_step(weight, state, flat, g, lr=lr, eps=eps,
                                             weight_decay=weight_decay, padding_idx=pad)
         return
-    rows, values = coalesce(flat, g, padding_idx=pad, backend="cython", num_threads=num_threads)
+    rows, values = _coalesce_compiled(flat, g, pad, num_threads)
     _kernels.optimizer_rows(weight, rows, values, state, kind, lr, eps, weight_decay,
                             num_threads, _kind16(weight.dtype))
 
