@@ -50,6 +50,9 @@ INDEX_DTYPES_ZERO_COPY = (np.dtype(np.int32), np.dtype(np.int64))
 BACKENDS = ("auto", "cython", "numpy")
 ENV_BACKEND = "FASTEMBED_EXT_BACKEND"
 ENV_NUM_THREADS = "FASTEMBED_EXT_NUM_THREADS"
+# More threads than this is a mistake, not a setting: the OpenMP runtime would
+# try to start them all, and cannot report a failure other than by aborting.
+MAX_THREADS = 256
 
 
 class BackendUnavailableError(ImportError):
@@ -67,8 +70,8 @@ def _threads_from_env():
         n = int(raw)
     except ValueError:
         n = 0
-    if n < 1:
-        return None, f"{ENV_NUM_THREADS} must be a positive integer, got {raw!r}"
+    if not 1 <= n <= MAX_THREADS:
+        return None, f"{ENV_NUM_THREADS} must be an integer from 1 to {MAX_THREADS}, got {raw!r}"
     return n, None
 
 
@@ -121,11 +124,14 @@ _lean = (_kernels is not None and _forced_backend in (None, "cython")
 # threads and backend
 
 def _check_num_threads(n, name="num_threads"):
+    allowed = "a positive integer or None" if name == "num_threads" else "a positive integer"
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer or None, got {n!r} ({type(n).__name__})")
+        raise TypeError(f"{name} must be {allowed}, got {n!r} ({type(n).__name__})")
     n = int(n)
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{name} must be <= {MAX_THREADS}, got {n}")
     return n
 
 

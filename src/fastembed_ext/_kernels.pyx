@@ -85,8 +85,10 @@ VALUE_BFLOAT16 = KIND_BFLOAT16
 
 
 # Below this many bytes moved, a call stays on the calling thread: waking the
-# OpenMP team costs more than it saves.
-cdef Py_ssize_t GATHER_PARALLEL_MIN_BYTES = 1 << 18
+# OpenMP team costs more than it saves, and on a loaded machine a parallel
+# region waits for a descheduled thread (a training loop of 655 KB gathers ran
+# 25x slower with 2 threads than with 1 while the other core was busy).
+cdef Py_ssize_t GATHER_PARALLEL_MIN_BYTES = 1 << 20
 # A parallel scatter pays for its partition pass only when the rows are wide
 # and the table is larger than the caches (bench/, 2 cores: a cache-resident
 # table or 64-byte rows ran at 0.6-0.98x of one thread; T=1M d=64 at 1.6x).

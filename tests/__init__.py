@@ -1,0 +1,1 @@
+"""The fastembed_ext test suite; runs against the installed package."""

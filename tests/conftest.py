@@ -1,0 +1,391 @@
+"""Shared generators, expectations and fixtures for the fastembed_ext tests.
+
+The suite runs against the installed package (``import fastembed_ext``), never
+the source tree.  Everything random here is seeded: a test's generator is
+seeded from its node id, so a failure reproduces on the next run.
+
+What is "correct" is spelled out independently of the package where it can
+be: ``np.take`` for gather, ``np.add.at`` for scatter-add, and the scale rule
+of ``_reference.scale_by_freq`` for ``scale_grad_by_freq``.  Results are
+compared through integer views, so NaN payloads and the sign of zero count.
+"""
+
+import os
+import zlib
+from collections import namedtuple
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+import fastembed_ext as fe
+from fastembed_ext import _api, _kernels
+
+# moderate by default so the suite stays fast; HYPOTHESIS_PROFILE=thorough for a long hunt
+settings.register_profile("fastembed_ext", deadline=None, max_examples=150, print_blob=True)
+settings.register_profile("thorough", deadline=None, max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fastembed_ext"))
+
+VALUE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+# accepted, bounds-checked, then converted: never used zero-copy by the kernels
+OTHER_INDEX_DTYPES = tuple(np.dtype(t) for t in (
+    "int8", "int16", "uint8", "uint16", "uint32", "uint64", ">i8", ">i4", ">u2"))
+BACKENDS = ("cython", "numpy")
+# "auto" also takes the compiled lean entry points for plain calls
+ALL_BACKENDS = ("auto", "cython", "numpy")
+THREAD_COUNTS = (1, 2, 3, 8)
+PARALLEL_BATCH, PARALLEL_DIM = 20000, 16
+
+UINT_OF_SIZE = {2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def parallel_gather_sizes(dtype):
+    """(T, B, d) for a gather whose batch is above the kernels' parallel threshold.
+
+    The thresholds come from ``info()["build"]``, so the tests follow the
+    kernels when they are retuned.
+    """
+    build = fe.info()["build"]
+    itemsize = np.dtype(dtype).itemsize
+    d = PARALLEL_DIM
+    threshold = build.get("gather_parallel_min_bytes", 0)
+    batch = max(PARALLEL_BATCH, 2 * _ceil_div(threshold, d * itemsize))
+    return 1000, batch, d
+
+
+def parallel_scatter_sizes(dtype):
+    """(T, B, d) for a scatter-add that does start threads when asked for more than one.
+
+    Honours every threshold the build reports: bytes moved, row width and
+    table size.
+    """
+    build = fe.info()["build"]
+    itemsize = np.dtype(dtype).itemsize
+    d = max(PARALLEL_DIM, _ceil_div(build.get("scatter_parallel_min_row_bytes", 0), itemsize))
+    rows = max(1000, _ceil_div(build.get("scatter_parallel_min_table_bytes", 0), d * itemsize))
+    threshold = build.get("scatter_parallel_min_bytes", 0)
+    batch = max(PARALLEL_BATCH, 2 * _ceil_div(threshold, d * itemsize))
+    return rows, batch, d
+
+
+def dtype_id(dtype):
+    dtype = np.dtype(dtype)
+    return dtype.name if dtype.isnative else dtype.str
+
+
+# --------------------------------------------------------------------------
+# bit-level comparison
+
+def bits(a):
+    """The bytes of ``a`` as unsigned integers of its item size (a C-ordered copy)."""
+    a = np.array(a, order="C", copy=True)
+    return a.view(UINT_OF_SIZE[a.dtype.itemsize])
+
+
+def assert_bits_equal(got, want, what="result"):
+    """``got`` and ``want`` hold the same bits (same dtype, shape, every bit of every item)."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    gb, wb = bits(got), bits(want)
+    differ = gb != wb
+    if differ.any():
+        pos = tuple(int(i) for i in np.argwhere(differ)[0])
+        width = 2 * got.dtype.itemsize
+        raise AssertionError(
+            f"{what}: {int(differ.sum())} of {differ.size} items differ in their bits; first at "
+            f"{pos}: got 0x{int(gb[pos]):0{width}x} ({got[pos]!r}), "
+            f"expected 0x{int(wb[pos]):0{width}x} ({want[pos]!r})")
+
+
+class Snapshot:
+    """The bytes of some arrays, to show later that nothing wrote to them."""
+
+    def __init__(self, **arrays):
+        self._saved = {name: (a, np.asarray(a).tobytes(), np.asarray(a).shape)
+                       for name, a in arrays.items() if a is not None}
+
+    def assert_unchanged(self):
+        for name, (a, data, shape) in self._saved.items():
+            now = np.asarray(a)
+            assert now.shape == shape, f"{name} changed shape"
+            assert now.tobytes() == data, f"{name} was written to"
+
+
+# --------------------------------------------------------------------------
+# value generators
+
+def _float_layout(dtype):
+    dtype = np.dtype(dtype)
+    nbits = 8 * dtype.itemsize
+    nmant = np.finfo(dtype).nmant
+    return nbits, nmant
+
+
+def from_bits(pattern, dtype):
+    """Items of ``dtype`` with the given bit patterns."""
+    dtype = np.dtype(dtype)
+    return np.asarray(pattern, dtype=np.uint64).astype(UINT_OF_SIZE[dtype.itemsize]).view(dtype)
+
+
+def special_values(dtype):
+    """The values a kernel is most likely to get wrong, as a 1-D array of ``dtype``.
+
+    Signed zeros, infinities, subnormals at both ends, the largest finite
+    value, values where an add rounds to even, and quiet and signalling NaNs
+    of both signs with small, large and distinct payloads.
+    """
+    nbits, nmant = _float_layout(dtype)
+    sign = 1 << (nbits - 1)
+    exp_all = (sign - 1) ^ ((1 << nmant) - 1)
+    quiet = 1 << (nmant - 1)
+    mant_all = (1 << nmant) - 1
+    one = np.array(1, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
+    positive = [
+        0,                       # +0.0
+        1,                       # smallest subnormal
+        2, 3,                    # tiny subnormals, so that two of them still add exactly
+        mant_all,                # largest subnormal
+        1 << nmant,              # smallest normal
+        one,                     # 1.0
+        one + 1,                 # 1.0 + ulp
+        one - 1,                 # largest value below 1.0
+        one + (1 << nmant),      # 2.0
+        exp_all - 1,             # largest finite
+        exp_all - 2,
+        exp_all,                 # inf
+        exp_all | quiet,         # the default quiet NaN
+        exp_all | quiet | 1,     # quiet NaN, payload 1
+        exp_all | mant_all,      # quiet NaN, all payload bits
+        exp_all | quiet | (mant_all >> 3),  # quiet NaN, another payload
+        exp_all | 1,             # signalling NaN, payload 1
+        exp_all | (quiet - 1),   # signalling NaN, largest payload
+        exp_all | (quiet >> 1),  # signalling NaN, another payload
+    ]
+    # the ulp of 2 ** nmant is 1: adding 0.5 there is an exact tie
+    big = np.array(2.0 ** nmant, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
+    half = np.array(0.5, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
+    positive += [big, big + 1, half]
+    return from_bits(positive + [p | sign for p in positive], dtype)
+
+
+def random_bits(rng, dtype, shape):
+    """Uniformly random bit patterns: every NaN payload, subnormal and infinity can occur."""
+    u = UINT_OF_SIZE[np.dtype(dtype).itemsize]
+    return rng.integers(0, np.iinfo(u).max, size=shape, dtype=u, endpoint=True).view(dtype)
+
+
+def edge_values(rng, dtype, shape):
+    """A mix of special values, random bit patterns and ordinary numbers."""
+    dtype = np.dtype(dtype)
+    special = special_values(dtype)
+    ordinary = (rng.standard_normal(shape) * 4).astype(dtype)
+    pick = rng.integers(0, 3, size=shape)
+    out = np.where(pick == 0, special[rng.integers(0, special.size, size=shape)],
+                   np.where(pick == 1, random_bits(rng, dtype, shape), ordinary))
+    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
+
+
+def small_integers(rng, dtype, shape, bound=3):
+    """Integer-valued floats in [-bound, bound]: every sum of a few of them is exact."""
+    return rng.integers(-bound, bound + 1, size=shape).astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# the edge-case generator
+
+EdgeCase = namedtuple("EdgeCase", "name num_rows dim index_shape pattern")
+
+EDGE_CASES = (
+    EdgeCase("empty_batch", 5, 3, (0,), "uniform"),
+    EdgeCase("empty_table_and_batch", 0, 3, (0,), "uniform"),
+    EdgeCase("one_row_table", 1, 4, (9,), "uniform"),
+    EdgeCase("d_is_1", 7, 1, (13,), "uniform"),
+    EdgeCase("d_is_0", 7, 0, (5,), "uniform"),
+    EdgeCase("0d_index", 6, 5, (), "uniform"),
+    EdgeCase("2d_indices", 9, 3, (4, 5), "uniform"),
+    EdgeCase("3d_indices", 11, 17, (2, 3, 4), "uniform"),
+    EdgeCase("3d_indices_with_empty_axis", 4, 2, (2, 0, 3), "uniform"),
+    EdgeCase("all_duplicates", 20, 6, (300,), "same"),
+    EdgeCase("hot_rows", 100, 8, (2000,), "hot"),
+    EdgeCase("more_than_8192_indices", 50, 3, (9000,), "uniform"),
+    EdgeCase("huge_d", 6, 5000, (7,), "uniform"),
+    EdgeCase("vector_tails_d_33", 13, 33, (40,), "uniform"),
+    EdgeCase("first_and_last_rows", 30, 9, (20,), "first_last"),
+)
+
+
+def make_indices(rng, num_rows, shape, dtype=np.int64, pattern="uniform"):
+    """Indices in [0, num_rows) of ``shape`` and ``dtype``, laid out by ``pattern``.
+
+    ``uniform``: independent draws; ``same``: one row repeated; ``hot``: 80% of
+    the batch on two rows; ``first_last``: only rows 0 and T - 1.
+    """
+    size = int(np.prod(shape, dtype=np.int64))
+    if size == 0:
+        return np.zeros(shape, dtype=dtype)
+    assert num_rows >= 1
+    if pattern == "uniform":
+        flat = rng.integers(0, num_rows, size=size)
+    elif pattern == "same":
+        flat = np.full(size, rng.integers(0, num_rows))
+    elif pattern == "hot":
+        flat = rng.integers(0, num_rows, size=size)
+        hot = rng.random(size) < 0.8
+        flat[hot] = rng.choice([0, num_rows // 2], size=int(hot.sum()))
+    elif pattern == "first_last":
+        flat = np.where(rng.random(size) < 0.5, 0, num_rows - 1)
+    else:
+        raise ValueError(pattern)
+    dtype = np.dtype(dtype)
+    assert flat.max() <= np.iinfo(dtype).max, "num_rows too large for this index dtype"
+    return flat.astype(dtype).reshape(shape)
+
+
+def edge_case_inputs(rng, case, dtype, index_dtype=np.int64):
+    """(weight or grad_weight (T, d), indices S, grad S + (d,)) for an EdgeCase."""
+    table = edge_values(rng, dtype, (case.num_rows, case.dim))
+    idx = make_indices(rng, case.num_rows, case.index_shape, index_dtype, case.pattern)
+    grad = edge_values(rng, dtype, case.index_shape + (case.dim,))
+    return table, idx, grad
+
+
+# --------------------------------------------------------------------------
+# what the answers must be
+
+def normalise_padding(padding_idx, num_rows):
+    if padding_idx is None or padding_idx >= 0:
+        return padding_idx
+    return padding_idx + num_rows
+
+
+def expected_gather(weight, indices):
+    """``np.take`` along the rows."""
+    return np.take(np.asarray(weight), np.asarray(indices), axis=0)
+
+
+def expected_scatter_add(grad_weight, indices, grad, padding_idx=None):
+    """A fresh ``grad_weight`` after ``np.add.at``, rows equal to ``padding_idx`` skipped."""
+    out = np.array(grad_weight, copy=True)
+    idx = np.asarray(indices)
+    grad = np.asarray(grad)
+    pad = normalise_padding(padding_idx, out.shape[0])
+    if pad is not None:
+        keep = idx != pad
+        idx, grad = idx[keep], grad[keep]
+    with np.errstate(all="ignore"):
+        np.add.at(out, idx, grad)
+    return out
+
+
+def scaled_by_freq(grad, indices):
+    """Each ``grad[k]`` times 1 / count(indices[k]), formed as the reference defines it.
+
+    1 / count in float64, rounded to float32 (float64 for float64 values); the
+    product formed in that type, then rounded to the value dtype.
+    """
+    grad = np.asarray(grad)
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return grad
+    opmath = np.float64 if grad.dtype == np.float64 else np.float32
+    _, inverse, counts = np.unique(idx.reshape(-1), return_inverse=True, return_counts=True)
+    scale = (1.0 / counts.astype(np.float64)).astype(opmath)[inverse.reshape(-1)].reshape(idx.shape)
+    with np.errstate(all="ignore"):
+        return (grad.astype(opmath) * scale[..., None]).astype(grad.dtype)
+
+
+def expected_embedding_backward(grad, indices, num_embeddings, padding_idx=None,
+                                scale_grad_by_freq=False):
+    """Zeros, then ``np.add.at`` of the (optionally frequency-scaled) gradient."""
+    grad = np.asarray(grad)
+    table = np.zeros((num_embeddings, grad.shape[-1]), dtype=grad.dtype)
+    if scale_grad_by_freq:
+        grad = scaled_by_freq(grad, indices)
+    return expected_scatter_add(table, indices, grad, padding_idx)
+
+
+def onehot(indices, num_rows, dtype):
+    """(size of indices, num_rows) matrix with a single 1 per row."""
+    flat = np.asarray(indices).reshape(-1).astype(np.int64)
+    m = np.zeros((flat.size, num_rows), dtype=dtype)
+    m[np.arange(flat.size), flat] = 1
+    return m
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+def pytest_configure(config):
+    # When a property test fails, hypothesis imports its patch writer, which pulls in
+    # libcst and through it a deprecated mypy_extensions.TypedDict.  Under
+    # filterwarnings = error that warning turns the failure report into an
+    # INTERNALERROR that hides the falsifying example; it says nothing about this package.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's node id: different per test, the same every run."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# the library's mutable module state (set_num_threads and friends)
+_API_STATE = ("_default_threads", "_default_threads_arg", "_env_threads_error", "_forked_serial")
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Every test leaves the library's global state as it found it."""
+    saved = {name: getattr(_api, name) for name in _API_STATE if hasattr(_api, name)}
+    yield
+    for name, value in saved.items():
+        setattr(_api, name, value)
+    _kernels.use_f16c(True)
+    _kernels.set_isa_level(2)
+
+
+def _isa_name(level):
+    return ("sse2", "avx", "avx512f")[level]
+
+
+@pytest.fixture(params=[0, 1, 2], ids=_isa_name)
+def isa_level(request):
+    """Each instruction-set level for float32/float64 adds that this CPU has."""
+    level = request.param
+    got = _kernels.set_isa_level(level)
+    if got != level:
+        pytest.skip(f"this CPU does not have {_isa_name(level)}")
+    yield level
+    _kernels.set_isa_level(2)
+
+
+@pytest.fixture(params=[True, False], ids=["f16c_on", "f16c_off"])
+def f16c(request):
+    """The F16C float16 path on (where the CPU has it) and off (portable conversions)."""
+    on = request.param
+    state = _kernels.use_f16c(on)
+    if on and not state:
+        pytest.skip("this CPU has no F16C")
+    yield state
+    _kernels.use_f16c(True)
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, if installed: the package must work without it."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def default_threads():
+    """The library default thread count, restored by ``_restore_global_state``."""
+    return fe.get_num_threads()

@@ -1,0 +1,413 @@
+"""Threads and configuration: the same bits for any thread count, the
+default thread count and its validation, the environment variables read at
+import (checked in a fresh interpreter), info(), and the backend switch.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastembed_ext as fe
+from fastembed_ext import _api, _kernels
+
+from .conftest import (
+    THREAD_COUNTS,
+    VALUE_DTYPES,
+    assert_bits_equal,
+    dtype_id,
+    edge_values,
+    expected_embedding_backward,
+    expected_gather,
+    expected_scatter_add,
+    make_indices,
+    parallel_gather_sizes,
+    parallel_scatter_sizes,
+)
+
+# --------------------------------------------------------------------------
+# thread-count independence
+
+
+def _scatter_indices(rng, num_rows, batch, distribution):
+    if distribution == "uniform":
+        return rng.integers(0, num_rows, batch)
+    if distribution == "zipf":
+        return np.minimum(rng.zipf(1.2, batch) - 1, num_rows - 1)
+    if distribution == "hot_row":  # one row owns most updates: the serial fallback
+        return np.where(rng.random(batch) < 0.95, 11, rng.integers(0, num_rows, batch))
+    if distribution == "two_ends":
+        return np.where(rng.random(batch) < 0.5, 0, num_rows - 1)
+    if distribution == "sorted":
+        return np.sort(rng.integers(0, num_rows, batch))
+    raise ValueError(distribution)
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "zipf", "hot_row", "two_ends", "sorted"])
+@pytest.mark.parametrize("dtype", VALUE_DTYPES, ids=dtype_id)
+def test_scatter_add_gives_the_same_bits_for_any_thread_count(dtype, distribution, rng):
+    num_rows, batch, d = parallel_scatter_sizes(dtype)
+    idx = _scatter_indices(rng, num_rows, batch, distribution)
+    grad = edge_values(rng, dtype, (batch, d))
+    table = np.zeros((num_rows, d), dtype)
+    table[:32] = edge_values(rng, dtype, (32, d))
+    want = expected_scatter_add(table, idx, grad)
+    for num_threads in THREAD_COUNTS + (5, 64, 100):
+        gw = table.copy()
+        fe.scatter_add(gw, idx, grad, num_threads=num_threads)
+        assert_bits_equal(gw, want, f"{num_threads} threads")
+
+
+@pytest.mark.parametrize("dtype", VALUE_DTYPES, ids=dtype_id)
+def test_embedding_backward_with_padding_and_scale_is_thread_count_independent(dtype, rng):
+    num_rows, batch, d = parallel_scatter_sizes(dtype)
+    idx = _scatter_indices(rng, num_rows, batch, "zipf")
+    grad = edge_values(rng, dtype, (batch, d))
+    want = expected_embedding_backward(grad, idx, num_rows, 0, True)
+    for num_threads in THREAD_COUNTS:
+        got = fe.embedding_backward(grad, idx.astype(np.int32), num_rows, padding_idx=0,
+                                    scale_grad_by_freq=True, num_threads=num_threads)
+        assert_bits_equal(got, want, f"{num_threads} threads")
+
+
+@pytest.mark.parametrize("dtype", VALUE_DTYPES, ids=dtype_id)
+def test_gather_gives_the_same_bits_for_any_thread_count(dtype, rng):
+    num_rows, batch, d = parallel_gather_sizes(dtype)
+    weight = edge_values(rng, dtype, (num_rows, d))
+    idx = make_indices(rng, num_rows, (batch,), np.int32)
+    want = expected_gather(weight, idx)
+    for num_threads in THREAD_COUNTS + (7, 64):
+        assert_bits_equal(fe.gather(weight, idx, num_threads=num_threads), want)
+
+
+@pytest.mark.parametrize("num_threads", THREAD_COUNTS)
+def test_default_thread_count_set_by_set_num_threads_gives_the_same_bits(num_threads, rng):
+    # num_threads=None and backend="auto": the path the lean entry points take
+    num_rows, batch, d = parallel_scatter_sizes(np.float32)
+    idx = _scatter_indices(rng, num_rows, batch, "uniform")
+    grad = edge_values(rng, np.float32, (batch, d))
+    weight = edge_values(rng, np.float32, (1000, d))
+    fe.set_num_threads(num_threads)
+    gw = np.zeros((num_rows, d), np.float32)
+    fe.scatter_add(gw, idx, grad)
+    assert_bits_equal(gw, expected_scatter_add(np.zeros((num_rows, d), np.float32), idx, grad))
+    small_idx = idx % 1000
+    out = np.empty((batch, d), np.float32)
+    fe.gather(weight, small_idx, out=out)
+    assert_bits_equal(out, expected_gather(weight, small_idx))
+
+
+def test_concurrent_calls_from_python_threads_give_the_reference_bits(rng):
+    # the kernels release the GIL: calls on separate buffers must not disturb each other
+    num_rows, batch, d = 2000, 20000, 16
+    jobs = []
+    for _ in range(4):
+        idx = rng.integers(0, num_rows, batch)
+        grad = edge_values(rng, np.float32, (batch, d))
+        jobs.append((idx, grad, expected_scatter_add(np.zeros((num_rows, d), np.float32),
+                                                     idx, grad)))
+    results = [None] * len(jobs)
+
+    def work(k):
+        idx, grad, _ = jobs[k]
+        gw = np.zeros((num_rows, d), np.float32)
+        for _ in range(5):
+            gw[...] = 0
+            fe.scatter_add(gw, idx, grad, num_threads=2)
+        results[k] = gw
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (_, _, want), got in zip(jobs, results):
+        assert_bits_equal(got, want)
+
+
+# --------------------------------------------------------------------------
+# set_num_threads / get_num_threads
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, np.int64(4), np.uint8(5)])
+def test_set_num_threads_round_trips_through_get_num_threads(n):
+    fe.set_num_threads(n)
+    assert fe.get_num_threads() == int(n)
+    assert type(fe.get_num_threads()) is int
+    assert fe.info()["num_threads"] == int(n)
+
+
+@pytest.mark.parametrize("bad,exc,pattern", [
+    (0, ValueError, r"^n must be >= 1, got 0"),
+    (-3, ValueError, r"^n must be >= 1, got -3"),
+    (1.5, TypeError, r"^n must be a positive integer.*got 1.5 \(float\)"),
+    (2.0, TypeError, r"^n must be a positive integer.*got 2.0"),
+    (True, TypeError, r"^n must be a positive integer.*got True \(bool\)"),
+    (np.bool_(True), TypeError, r"^n must be a positive integer"),
+    ("2", TypeError, r"^n must be a positive integer.*got '2' \(str\)"),
+], ids=["zero", "negative", "float", "integral_float", "bool", "numpy_bool", "str"])
+def test_set_num_threads_rejects_bad_values_and_keeps_the_old_default(bad, exc, pattern):
+    fe.set_num_threads(3)
+    with pytest.raises(exc, match=pattern):
+        fe.set_num_threads(bad)
+    assert fe.get_num_threads() == 3
+
+
+def test_set_num_threads_none_is_refused_with_a_message_that_does_not_offer_none():
+    # set_num_threads takes no None (only the per-call num_threads does), so the
+    # message must not list None as a valid choice
+    with pytest.raises(TypeError, match=r"^n must be a positive integer, got None"):
+        fe.set_num_threads(None)
+
+
+@pytest.mark.parametrize("huge", [2 ** 31, 2 ** 40], ids=["2**31", "2**40"])
+def test_a_thread_count_too_large_for_a_c_int_is_refused_naming_it_or_works(huge, rng):
+    # Either validation refuses it with a ValueError that names the argument, or the
+    # call works (clamped); never an OverflowError from the kernel boundary, and never
+    # a default that set_num_threads accepts but that breaks every later call.
+    weight = edge_values(rng, np.float32, (5, 3))
+    idx = np.array([1, 4])
+    calls = {
+        "gather": (lambda: fe.gather(weight, idx, num_threads=huge),
+                   lambda: expected_gather(weight, idx)),
+        "scatter_add": (lambda: fe.scatter_add(np.zeros((5, 3), np.float32), idx, weight[:2],
+                                               num_threads=huge),
+                        lambda: expected_scatter_add(np.zeros((5, 3), np.float32), idx,
+                                                     weight[:2])),
+        "embedding_backward": (lambda: fe.embedding_backward(weight[:2], idx, 5, num_threads=huge),
+                               lambda: expected_embedding_backward(weight[:2], idx, 5)),
+    }
+    for name, (call, want) in calls.items():
+        try:
+            got = call()
+        except ValueError as exc:
+            assert "num_threads" in str(exc), name
+        else:
+            assert_bits_equal(got, want(), name)
+    try:
+        fe.set_num_threads(huge)
+    except ValueError as exc:
+        assert str(exc).startswith("n "), exc
+        return
+    out = np.empty((2, 3), np.float32)
+    assert_bits_equal(fe.gather(weight, idx, out=out), expected_gather(weight, idx), "lean path")
+    assert_bits_equal(fe.gather(weight, idx), expected_gather(weight, idx), "full path")
+
+
+def test_num_threads_for_one_call_does_not_change_the_default(rng):
+    fe.set_num_threads(2)
+    fe.gather(edge_values(rng, np.float32, (4, 2)), [0, 3], num_threads=7)
+    assert fe.get_num_threads() == 2
+
+
+def test_default_thread_count_is_openmps_when_not_configured():
+    if os.environ.get("FASTEMBED_EXT_NUM_THREADS"):
+        pytest.skip("FASTEMBED_EXT_NUM_THREADS is set in this environment")
+    build = fe.info()["build"]
+    expected = max(1, int(build["omp_max_threads"])) if build["openmp"] else 1
+    assert fe.get_num_threads() == expected
+
+
+# --------------------------------------------------------------------------
+# environment variables, read at import: each check in a fresh interpreter
+
+PROBE = textwrap.dedent("""
+    import json
+    import numpy as np
+    import fastembed_ext as fe
+    from fastembed_ext import _api
+
+    calls = {"reference": 0, "kernels": 0}
+
+    def spy(module, name, counter):
+        original = getattr(module, name)
+        def wrapper(*args, **kwargs):
+            calls[counter] += 1
+            return original(*args, **kwargs)
+        setattr(module, name, wrapper)
+
+    spy(_api._reference, "gather", "reference")
+    spy(_api._reference, "scatter_add", "reference")
+    for name in ("gather_rows", "scatter_add_rows", "gather_lean", "scatter_add_lean"):
+        if hasattr(_api._kernels, name):
+            spy(_api._kernels, name, "kernels")
+
+    def attempt(fn):
+        try:
+            fn()
+            return "ok"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    rows = np.array([1, 3])
+    report = {"info": fe.info()}
+    report["threads"] = attempt(fe.get_num_threads)
+    if report["threads"] == "ok":
+        report["threads"] = fe.get_num_threads()
+    report["auto_gather"] = attempt(lambda: fe.gather(w, rows))
+    out = np.empty((2, 3), np.float32)
+    report["auto_gather_out"] = attempt(lambda: fe.gather(w, rows, out=out))
+    gw = np.zeros((4, 3), np.float32)
+    report["auto_scatter"] = attempt(lambda: fe.scatter_add(gw, rows, w[:2]))
+    report["auto_calls"] = dict(calls)
+    report["explicit_threads"] = attempt(lambda: fe.gather(w, [1], num_threads=1))
+    report["explicit_numpy"] = attempt(lambda: fe.gather(w, [1], backend="numpy"))
+    report["explicit_cython"] = attempt(lambda: fe.gather(w, [1], backend="cython"))
+    fe.set_num_threads(2)
+    report["after_set"] = attempt(lambda: fe.gather(w, [1]))
+    report["threads_after_set"] = fe.get_num_threads()
+    print(json.dumps(report, default=str))
+""")
+
+
+def _run_probe(**env_vars):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FASTEMBED_EXT_") and k != "OMP_NUM_THREADS"}
+    env.update(env_vars)
+    # -W error: importing and configuring must not warn
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", PROBE], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_without_environment_variables_auto_is_the_compiled_backend():
+    report = _run_probe()
+    assert report["info"]["backend"] == "cython"
+    assert report["info"]["forced_backend"] is None
+    assert report["info"]["env_errors"] == []
+    assert report["auto_calls"]["kernels"] >= 3 and report["auto_calls"]["reference"] == 0
+
+
+def test_fastembed_ext_backend_numpy_sends_auto_calls_to_the_numpy_reference():
+    report = _run_probe(FASTEMBED_EXT_BACKEND="numpy")
+    assert report["info"]["backend"] == "numpy"
+    assert report["info"]["forced_backend"] == "numpy"
+    assert report["auto_gather"] == report["auto_gather_out"] == report["auto_scatter"] == "ok"
+    assert report["auto_calls"] == {"reference": 3, "kernels": 0}
+    assert report["explicit_cython"] == "ok"
+
+
+@pytest.mark.parametrize("raw", ["cython", " CYTHON "])
+def test_fastembed_ext_backend_cython_is_honoured_case_and_space_insensitively(raw):
+    report = _run_probe(FASTEMBED_EXT_BACKEND=raw)
+    assert report["info"]["backend"] == "cython"
+    assert report["info"]["forced_backend"] == "cython"
+    assert report["auto_calls"]["kernels"] >= 3 and report["auto_calls"]["reference"] == 0
+
+
+def test_a_bad_fastembed_ext_backend_fails_auto_calls_loudly_but_not_the_import():
+    report = _run_probe(FASTEMBED_EXT_BACKEND="fortran")
+    assert report["info"]["backend"].startswith("error: FASTEMBED_EXT_BACKEND")
+    errors = report["info"]["env_errors"]
+    assert any("FASTEMBED_EXT_BACKEND" in e and "'fortran'" in e for e in errors)
+    for key in ("auto_gather", "auto_gather_out", "auto_scatter"):
+        assert report[key].startswith("ValueError: FASTEMBED_EXT_BACKEND must be 'cython' or "
+                                      "'numpy', got 'fortran'")
+    assert report["explicit_numpy"] == report["explicit_cython"] == "ok"
+
+
+def test_fastembed_ext_num_threads_sets_the_default_thread_count():
+    report = _run_probe(FASTEMBED_EXT_NUM_THREADS="3")
+    assert report["threads"] == 3
+    assert report["info"]["num_threads"] == 3
+    assert report["auto_gather"] == report["auto_gather_out"] == "ok"
+
+
+def test_fastembed_ext_num_threads_wins_over_omp_num_threads():
+    report = _run_probe(FASTEMBED_EXT_NUM_THREADS="5", OMP_NUM_THREADS="1")
+    assert report["threads"] == 5
+
+
+def test_omp_num_threads_sets_the_default_when_fastembed_ext_num_threads_is_unset():
+    report = _run_probe(OMP_NUM_THREADS="1")
+    if not report["info"]["openmp"]:
+        pytest.skip("a build without OpenMP always defaults to 1")
+    assert report["threads"] == 1
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "two", "1.5"])
+def test_a_bad_fastembed_ext_num_threads_fails_default_thread_calls_until_set(raw):
+    report = _run_probe(FASTEMBED_EXT_NUM_THREADS=raw)
+    message = f"ValueError: FASTEMBED_EXT_NUM_THREADS must be an integer from 1 to 256, got {raw!r}"
+    assert report["threads"] == message
+    assert report["auto_gather"] == report["auto_gather_out"] == report["auto_scatter"] == message
+    assert report["explicit_threads"] == "ok"
+    assert report["after_set"] == "ok" and report["threads_after_set"] == 2
+
+
+# --------------------------------------------------------------------------
+# info()
+
+INFO_KEYS = {"version", "backend", "compiled", "compiled_error", "forced_backend", "openmp",
+             "num_threads", "value_dtypes", "cpu", "float16_path", "build"}
+
+
+def test_info_reports_every_documented_key_with_a_json_friendly_value():
+    report = fe.info()
+    assert INFO_KEYS <= set(report)
+    json.dumps(report)
+    assert report["version"] == fe.__version__
+    assert report["compiled"] is True and report["compiled_error"] is None
+    assert report["backend"] == (os.environ.get("FASTEMBED_EXT_BACKEND", "").strip().lower()
+                                 or "cython")
+    assert report["num_threads"] == fe.get_num_threads()
+    assert {"float16", "float32", "float64"} <= set(report["value_dtypes"])
+    assert report["openmp"] == report["build"]["openmp"]
+    assert {"f16c", "avx", "avx2", "avx512f"} <= set(report["cpu"])
+    assert all(isinstance(v, bool) for v in report["cpu"].values())
+
+
+def test_info_build_flags_keep_floating_point_exact():
+    cflags = fe.info()["build"]["cflags"]
+    assert "-ffp-contract=off" in cflags
+    assert "-ffast-math" not in cflags.replace("-fno-fast-math", "")
+    assert "-march=native" not in cflags
+
+
+def test_info_float16_path_follows_the_f16c_switch():
+    has_f16c = fe.info()["cpu"]["f16c"]
+    assert _kernels.use_f16c(False) is False
+    assert fe.info()["float16_path"] == "portable"
+    assert _kernels.use_f16c(True) is has_f16c
+    assert fe.info()["float16_path"] == ("f16c" if has_f16c else "portable")
+
+
+def test_set_isa_level_never_picks_a_level_the_cpu_lacks():
+    cpu = fe.info()["cpu"]
+    assert _kernels.set_isa_level(0) == 0
+    assert _kernels.set_isa_level(1) == (1 if cpu["avx"] else 0)
+    top = 2 if cpu["avx512f"] else (1 if cpu["avx"] else 0)
+    assert _kernels.set_isa_level(2) == top
+    assert _kernels.isa_level() == top
+
+
+# --------------------------------------------------------------------------
+# backend selection without the compiled extension
+
+def test_without_the_extension_cython_is_unavailable_and_auto_falls_back_to_numpy(monkeypatch,
+                                                                                   rng):
+    monkeypatch.setattr(_api, "_kernels", None)
+    monkeypatch.setattr(_api, "_KERNELS_ERROR", "ImportError: pretend it failed")
+    monkeypatch.setattr(_api, "_lean", False, raising=False)
+    monkeypatch.setattr(_api, "_forced_backend", None)
+    monkeypatch.setattr(_api, "_forced_backend_error", None)
+    weight = edge_values(rng, np.float32, (5, 3))
+    gw = np.zeros((5, 3), np.float32)
+    with pytest.raises(fe.BackendUnavailableError, match=r"backend='cython'.*pretend it failed"):
+        fe.gather(weight, [1], backend="cython")
+    with pytest.raises(ImportError):
+        fe.scatter_add(gw, [1], weight[:1], backend="cython")
+    assert not gw.any()
+    assert_bits_equal(fe.gather(weight, [4, 0]), expected_gather(weight, [4, 0]))
+    report = fe.info()
+    assert report["compiled"] is False
+    assert report["backend"] == "numpy"
+    assert report["compiled_error"] == "ImportError: pretend it failed"
+    assert report["float16_path"] == "portable"
