@@ -290,6 +290,15 @@ def _check_disjoint(dest, dest_name, *inputs):
             raise ValueError(f"{dest_name} must not overlap {name}: they share memory")
 
 
+def _check_num_embeddings(value, hint=""):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"num_embeddings must be an integer{hint}, got {value!r} "
+                        f"({type(value).__name__})")
+    if int(value) < 0:
+        raise ValueError(f"num_embeddings must be >= 0, got {int(value)}")
+    return int(value)
+
+
 def _check_padding_idx(padding_idx, num_rows, table):
     if padding_idx is None:
         return None
@@ -493,12 +502,7 @@ def embedding_backward(grad: npt.ArrayLike, indices: npt.ArrayLike, num_embeddin
     """
     backend = _resolve_backend(backend)
     num_threads = _resolve_threads(num_threads)
-    if isinstance(num_embeddings, (bool, np.bool_)) or not isinstance(num_embeddings, numbers.Integral):
-        raise TypeError(f"num_embeddings must be an integer, got {num_embeddings!r} "
-                        f"({type(num_embeddings).__name__})")
-    num_rows = int(num_embeddings)
-    if num_rows < 0:
-        raise ValueError(f"num_embeddings must be >= 0, got {num_rows}")
+    num_rows = _check_num_embeddings(num_embeddings)
     if not isinstance(scale_grad_by_freq, (bool, np.bool_)):
         raise TypeError(f"scale_grad_by_freq must be a bool, got {scale_grad_by_freq!r}")
     g = _as_input(grad, "grad")
@@ -711,12 +715,7 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
         _check_writable_contiguous(grad_weight, "grad_weight")
         num_rows = grad_weight.shape[0]
     else:
-        if isinstance(num_embeddings, (bool, np.bool_)) or not isinstance(num_embeddings, numbers.Integral):
-            raise TypeError(f"num_embeddings must be an integer (or None with grad_weight), "
-                            f"got {num_embeddings!r}")
-        num_rows = int(num_embeddings)
-        if num_rows < 0:
-            raise ValueError(f"num_embeddings must be >= 0, got {num_rows}")
+        num_rows = _check_num_embeddings(num_embeddings, " (or None with grad_weight)")
     psw = _check_per_sample_weights(per_sample_weights, idx, g.dtype, mode)
     w = None
     if psw is not None:

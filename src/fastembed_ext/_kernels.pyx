@@ -1001,20 +1001,29 @@ cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
     return na == 0 or nb == 0 or pa + na <= pb or pb + nb <= pa
 
 
+cdef bint _lean_ok(object table, object indices, object rows, object dest):
+    # table (T, d) and rows (n, d), one row per index; dest (one of the two) is written
+    if type(table) is not cnp.ndarray or type(indices) is not cnp.ndarray \
+            or type(rows) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray t = <cnp.ndarray>table
+    cdef cnp.ndarray i = <cnp.ndarray>indices
+    cdef cnp.ndarray r = <cnp.ndarray>rows
+    return (_plain_values(t, 2) and _plain_indices(i) and _plain_values(r, 2)
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dest)
+            and cnp.PyArray_TYPE(r) == cnp.PyArray_TYPE(t)
+            and cnp.PyArray_DIM(r, 0) == cnp.PyArray_DIM(i, 0)
+            and cnp.PyArray_DIM(r, 1) == cnp.PyArray_DIM(t, 1)
+            and _disjoint(t, r) and _disjoint(<cnp.ndarray>dest, i))
+
+
 def gather_lean(object weight, object indices, object out, int num_threads):
     """gather into out for the simple case; False (nothing written) if not applicable."""
-    if type(weight) is not cnp.ndarray or type(indices) is not cnp.ndarray \
-            or type(out) is not cnp.ndarray:
+    if not _lean_ok(weight, indices, out, out):
         return False
     cdef cnp.ndarray w = <cnp.ndarray>weight
     cdef cnp.ndarray idx = <cnp.ndarray>indices
     cdef cnp.ndarray o = <cnp.ndarray>out
-    if not (_plain_values(w, 2) and _plain_indices(idx) and _plain_values(o, 2)
-            and cnp.PyArray_ISWRITEABLE(o) and cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(w)
-            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(idx, 0)
-            and cnp.PyArray_DIM(o, 1) == cnp.PyArray_DIM(w, 1)
-            and _disjoint(o, w) and _disjoint(o, idx)):
-        return False
     cdef void* ip = cnp.PyArray_DATA(idx)
     cdef Py_ssize_t n = cnp.PyArray_DIM(idx, 0)
     cdef Py_ssize_t num_rows = cnp.PyArray_DIM(w, 0)
@@ -1037,18 +1046,11 @@ def gather_lean(object weight, object indices, object out, int num_threads):
 
 def scatter_add_lean(object grad_weight, object indices, object grad, int num_threads):
     """scatter_add for the simple case; False (nothing written) if not applicable."""
-    if type(grad_weight) is not cnp.ndarray or type(indices) is not cnp.ndarray \
-            or type(grad) is not cnp.ndarray:
+    if not _lean_ok(grad_weight, indices, grad, grad_weight):
         return False
     cdef cnp.ndarray gw = <cnp.ndarray>grad_weight
     cdef cnp.ndarray idx = <cnp.ndarray>indices
     cdef cnp.ndarray g = <cnp.ndarray>grad
-    if not (_plain_values(gw, 2) and _plain_indices(idx) and _plain_values(g, 2)
-            and cnp.PyArray_ISWRITEABLE(gw) and cnp.PyArray_TYPE(g) == cnp.PyArray_TYPE(gw)
-            and cnp.PyArray_DIM(g, 0) == cnp.PyArray_DIM(idx, 0)
-            and cnp.PyArray_DIM(g, 1) == cnp.PyArray_DIM(gw, 1)
-            and _disjoint(gw, g) and _disjoint(gw, idx)):
-        return False
     cdef void* ip = cnp.PyArray_DATA(idx)
     cdef Py_ssize_t n = cnp.PyArray_DIM(idx, 0)
     cdef int rc
