@@ -89,7 +89,7 @@ def test_scatter_add_matches_np_add_at_bit_for_bit(backend, dtype, index_dtype, 
     inputs.assert_unchanged()
 
 
-@pytest.mark.parametrize("case,padding_idx,scale", _backward_params())
+@pytest.mark.parametrize("case,padding_idx,scale", list(_backward_params()))
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("dtype", VALUE_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("backend", BACKENDS)
