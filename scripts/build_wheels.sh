@@ -17,7 +17,10 @@
 #  5. each repaired wheel goes into a fresh venv with its [test] extra, and the
 #     snapshot's tests/ run against it from a directory outside any source tree.
 #
-# Outputs: wheelhouse/ (the sdist, the repaired wheels, SUMMARY.txt, logs/).
+# Outputs: wheelhouse/ (the sdist, the repaired wheels, SUMMARY.txt and
+# logs/build_wheels/).  Earlier outputs stay until the new ones are built and
+# checked, then are replaced by rename, so a concurrent reader (e.g.
+# scripts/oldest_numpy.sh) never finds the wheel missing.
 # Exits non-zero if any build, check or test run fails.
 #
 # Environment:
@@ -37,13 +40,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HELPERS="$ROOT/scripts/wheels"
 OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
-LOGS="$OUT/logs"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-wheels.XXXXXX")"
-if [ "${KEEP_WORK:-0}" = 1 ]; then
-    trap 'echo "build_wheels: kept $WORK"' EXIT
-else
-    trap 'rm -rf "$WORK"' EXIT
-fi
+LOGS="$WORK/logs"            # published to $OUT/logs/build_wheels on exit
+LOGS_OUT="$OUT/logs/build_wheels"
+finish() {
+    if [ -d "$LOGS" ]; then
+        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new" && cp -r "$LOGS" "$LOGS_OUT.new" \
+              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new" "$LOGS_OUT"; } || true
+    fi
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "build_wheels: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap finish EXIT
 T0=$SECONDS
 
 say() { printf '\n== %s\n' "$*"; }
@@ -59,7 +66,7 @@ logged() {
     local log="$1"; shift
     if ! "$@" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
-        die "failed: $* (full log: $log)"
+        die "failed: $* (full log: ${log/#"$LOGS"/$LOGS_OUT})"
     fi
 }
 
@@ -91,10 +98,9 @@ fresh_venv() {   # fresh_venv PYTHON DIR
     logged "$2.pip.log" "$2/bin/python" -m pip install --upgrade pip
 }
 
-mkdir -p "$OUT"
-rm -rf "$LOGS" "$OUT/SUMMARY.txt"
-rm -f "$OUT"/fastembed_ext-*.whl "$OUT"/fastembed_ext-*.tar.gz
-mkdir -p "$LOGS"
+mkdir -p "$OUT" "$LOGS"
+# copy into $OUT under a temporary name, then rename: readers never see half a file
+publish() { cp "$1" "$OUT/.$(basename "$1").part" && mv -f "$OUT/.$(basename "$1").part" "$OUT/$(basename "$1")"; }
 
 say "interpreters"
 for py in "${PYS[@]}"; do echo "  $(pyver "$py")  $py"; done
@@ -149,7 +155,7 @@ check_dist() {   # check_dist WHAT ARGS...: inspect_dist.py, indented, fatal on 
     [ "$rc" -eq 0 ] || die "$1 check failed: $2"
 }
 check_dist sdist "$SDIST" "$WORK/files.txt"
-cp "$SDIST" "$OUT/"
+
 
 # ------------------------------------------------------------ wheel per Python
 declare -A RAW REPAIRED
@@ -183,9 +189,17 @@ for py in "${PYS[@]}"; do
     grep -v '^ *$' "$LOGS/auditwheel-show-$tag.log" | sed 's/^/  repaired: /' || true
     check_dist wheel "${REPAIRED[$tag]}" "$WORK/files.txt"
     unzip -l "${REPAIRED[$tag]}" >"$LOGS/unzip-l-$tag.log"
-    cp "${REPAIRED[$tag]}" "$OUT/"
-    REPAIRED[$tag]="$OUT/$(basename "${REPAIRED[$tag]}")"
 done
+
+say "publish to $OUT"
+# outputs of earlier runs (other versions or tags) go; these replace them
+for f in "$OUT"/fastembed_ext-*.whl "$OUT"/fastembed_ext-*.tar.gz; do
+    [ -e "$f" ] || continue
+    keep=0
+    for new in "$SDIST" "${REPAIRED[@]}"; do [ "$(basename "$new")" = "$(basename "$f")" ] && keep=1; done
+    [ "$keep" -eq 1 ] || rm -f "$f"
+done
+for f in "$SDIST" "${REPAIRED[@]}"; do publish "$f"; echo "  $(basename "$f")"; done
 
 # ------------------------------------------------------------------ test runs
 declare -A RESULT FACTS TTIME
@@ -257,7 +271,8 @@ done
     done
     echo
     echo "total $((SECONDS - T0)) s"
-} | tee "$OUT/SUMMARY.txt"
+} | tee "$LOGS/SUMMARY.txt"
+publish "$LOGS/SUMMARY.txt"
 
-[ "$FAILED" -eq 0 ] || die "some test runs failed (logs in $LOGS)"
+[ "$FAILED" -eq 0 ] || die "some test runs failed (logs in $LOGS_OUT)"
 echo "build_wheels: all passed; outputs in $OUT"

@@ -3,7 +3,7 @@
 # time.  Install the cp311 wheel from wheelhouse/ (scripts/build_wheels.sh
 # makes it) into a fresh venv per NumPy version, oldest first, and run the
 # bit-for-bit CLI check and the test suite against each.  Prints a table and
-# keeps each run's log in wheelhouse/logs/numpy-<version>.log.
+# keeps each run's log in wheelhouse/logs/oldest_numpy/numpy-<version>.log.
 #
 #   bash scripts/oldest_numpy.sh [WHEEL]
 #
@@ -23,7 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HELPERS="$ROOT/scripts/wheels"
 OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
-LOGS="$OUT/logs"
+LOGS="$OUT/logs/oldest_numpy"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-oldnumpy.XXXXXX")"
 if [ "${KEEP_WORK:-0}" = 1 ]; then
     trap 'echo "oldest_numpy: kept $WORK"' EXIT
@@ -56,6 +56,7 @@ fi
 [ -n "$WHEEL" ] && [ -f "$WHEEL" ] \
     || die "no $tag wheel in $OUT: run scripts/build_wheels.sh first, or pass a wheel"
 WHEEL="$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")"
+rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
 # The tests that go with the wheel: those of the sdist build_wheels.sh made in

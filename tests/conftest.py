@@ -266,8 +266,8 @@ def normalise_padding(padding_idx, num_rows):
 
 
 def expected_gather(weight, indices):
-    """``np.take`` along the rows."""
-    return np.take(np.asarray(weight), np.asarray(indices), axis=0)
+    """``np.take`` along the rows (indices as intp: NumPy < 2 refuses to cast uint64)."""
+    return np.take(np.asarray(weight), np.asarray(indices).astype(np.intp), axis=0)
 
 
 def expected_scatter_add(grad_weight, indices, grad, padding_idx=None):

@@ -915,7 +915,8 @@ def reference(case, a):
             # np.take would first copy the whole (broadcast) table; for indices inside
             # [0, T) indexing the first axis is the same thing
             return w[np.asarray(a["indices"]).astype(np.intp)]
-        return np.take(w, np.asarray(a["indices"]), axis=0)
+        # as intp: NumPy < 2 refuses to cast uint64 indices for np.take
+        return np.take(w, np.asarray(a["indices"]).astype(np.intp), axis=0)
     if case.op == "scatter_add":
         gw = np.array(a["grad_weight"], copy=True)
         return _add_at(gw, a["indices"], a["grad"], _pad_row(a["padding_idx"], gw.shape[0]))
