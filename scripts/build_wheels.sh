@@ -45,8 +45,8 @@ LOGS="$WORK/logs"            # published to $OUT/logs/build_wheels on exit
 LOGS_OUT="$OUT/logs/build_wheels"
 finish() {
     if [ -d "$LOGS" ]; then
-        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new" && cp -r "$LOGS" "$LOGS_OUT.new" \
-              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new" "$LOGS_OUT"; } || true
+        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new.$$" && cp -r "$LOGS" "$LOGS_OUT.new.$$" \
+              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new.$$" "$LOGS_OUT"; } || true
     fi
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "build_wheels: kept $WORK"; else rm -rf "$WORK"; fi
 }

@@ -3,7 +3,8 @@
 # time.  Install the cp311 wheel from wheelhouse/ (scripts/build_wheels.sh
 # makes it) into a fresh venv per NumPy version, oldest first, and run the
 # bit-for-bit CLI check and the test suite against each.  Prints a table and
-# keeps each run's log in wheelhouse/logs/oldest_numpy/numpy-<version>.log.
+# keeps each run's log in wheelhouse/logs/oldest_numpy/numpy-<version>.log
+# (written in a temporary directory, published when the script ends).
 #
 #   bash scripts/oldest_numpy.sh [WHEEL]
 #
@@ -23,13 +24,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HELPERS="$ROOT/scripts/wheels"
 OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
-LOGS="$OUT/logs/oldest_numpy"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-oldnumpy.XXXXXX")"
-if [ "${KEEP_WORK:-0}" = 1 ]; then
-    trap 'echo "oldest_numpy: kept $WORK"' EXIT
-else
-    trap 'rm -rf "$WORK"' EXIT
-fi
+LOGS="$WORK/logs"            # published to $OUT/logs/oldest_numpy on exit (whole, by rename)
+LOGS_OUT="$OUT/logs/oldest_numpy"
+finish() {
+    if [ -d "$LOGS" ]; then
+        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new.$$" && cp -r "$LOGS" "$LOGS_OUT.new.$$" \
+              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new.$$" "$LOGS_OUT"; } || true
+    fi
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "oldest_numpy: kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap finish EXIT
 T0=$SECONDS
 # in a subshell before a test command: cap its address space (see TEST_VMEM_GB)
 cap_memory() {
@@ -56,7 +61,6 @@ fi
 [ -n "$WHEEL" ] && [ -f "$WHEEL" ] \
     || die "no $tag wheel in $OUT: run scripts/build_wheels.sh first, or pass a wheel"
 WHEEL="$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")"
-rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
 # The tests that go with the wheel: those of the sdist build_wheels.sh made in
@@ -108,7 +112,7 @@ for v in "${VERSIONS[@]}"; do
     if [ "$v" = latest ]; then pin="numpy"; else pin="numpy==$v"; fi
     if ! "$venv/bin/python" -m pip install --only-binary numpy "$pin" "$WHEEL[test]" ${TORCH:+"$TORCH"} \
             >>"$log" 2>&1; then
-        RESULT[$v]="install failed (see $log)"
+        RESULT[$v]="install failed (see $LOGS_OUT/$(basename "$log"))"
         echo "  ${RESULT[$v]}"
         [ "$v" = "${VERSIONS[0]}" ] && OLDEST_FAILED=1
         continue
