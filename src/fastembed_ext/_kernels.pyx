@@ -718,6 +718,19 @@ cdef void _row_dots(const value_t* grad, const value_t* weight, Py_ssize_t w_str
         out[k] = acc
 
 
+cdef void _row_dots_by_value(const void* g, const void* w, Py_ssize_t ws, Py_ssize_t d,
+                             const index_t* idx, const Py_ssize_t* bag, Py_ssize_t n,
+                             Py_ssize_t padding_idx, void* out, int itemsize, int kind16) noexcept nogil:
+    if itemsize == 2 and kind16 == KIND_BFLOAT16:
+        _row_dots(<const bf16_t*>g, <const bf16_t*>w, ws, d, idx, bag, n, padding_idx, <bf16_t*>out)
+    elif itemsize == 2:
+        _row_dots(<const uint16_t*>g, <const uint16_t*>w, ws, d, idx, bag, n, padding_idx, <uint16_t*>out)
+    elif itemsize == 4:
+        _row_dots(<const float*>g, <const float*>w, ws, d, idx, bag, n, padding_idx, <float*>out)
+    else:
+        _row_dots(<const double*>g, <const double*>w, ws, d, idx, bag, n, padding_idx, <double*>out)
+
+
 def row_dots(cnp.ndarray grad,      # IN (B, d), C-contiguous
              cnp.ndarray weight,    # IN (T, d), rows contiguous
              cnp.ndarray indices,   # IN (n,) int32 or int64
@@ -736,23 +749,9 @@ def row_dots(cnp.ndarray grad,      # IN (B, d), C-contiguous
     cdef void* ip = cnp.PyArray_DATA(indices)
     with nogil:
         if cnp.PyArray_ITEMSIZE(indices) == 4:
-            if itemsize == 2 and kind16 == KIND_BFLOAT16:
-                _row_dots(<const bf16_t*>g, <const bf16_t*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <bf16_t*>o)
-            elif itemsize == 2:
-                _row_dots(<const uint16_t*>g, <const uint16_t*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <uint16_t*>o)
-            elif itemsize == 4:
-                _row_dots(<const float*>g, <const float*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <float*>o)
-            else:
-                _row_dots(<const double*>g, <const double*>w, ws, d, <const int32_t*>ip, bp, n, padding_idx, <double*>o)
+            _row_dots_by_value(g, w, ws, d, <const int32_t*>ip, bp, n, padding_idx, o, itemsize, kind16)
         else:
-            if itemsize == 2 and kind16 == KIND_BFLOAT16:
-                _row_dots(<const bf16_t*>g, <const bf16_t*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <bf16_t*>o)
-            elif itemsize == 2:
-                _row_dots(<const uint16_t*>g, <const uint16_t*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <uint16_t*>o)
-            elif itemsize == 4:
-                _row_dots(<const float*>g, <const float*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <float*>o)
-            else:
-                _row_dots(<const double*>g, <const double*>w, ws, d, <const int64_t*>ip, bp, n, padding_idx, <double*>o)
+            _row_dots_by_value(g, w, ws, d, <const int64_t*>ip, bp, n, padding_idx, o, itemsize, kind16)
 
 
 # --------------------------------------------------------------------------
