@@ -76,7 +76,8 @@ extensions = [
         ["src/fastembed_ext/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "src/fastembed_ext"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
-        depends=["src/fastembed_ext/_fe_half.h", "src/fastembed_ext/_openmp.pxd"],
+        depends=["src/fastembed_ext/_fe_add.h", "src/fastembed_ext/_fe_half.h",
+                 "src/fastembed_ext/_openmp.pxd"],
     )
 ]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext
-from fastembed_ext.__main__ import zipf_ids
+from fastembed_ext._workloads import zipf_ids
 
 B = 65536
 FULL_T = (30_000, 1_000_000)

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import settings
 
 import fastembed_ext as fe
-from fastembed_ext import _api, _kernels
+from fastembed_ext import _kernels, _runtime
+from fastembed_ext._workloads import edge_values, from_bits, random_bits, special_values
 
 # moderate by default so the suite stays fast; HYPOTHESIS_PROFILE=thorough for a long hunt
 settings.register_profile("fastembed_ext", deadline=None, max_examples=150, print_blob=True)
@@ -119,78 +120,8 @@ class Snapshot:
 
 
 # --------------------------------------------------------------------------
-# value generators
-
-def _float_layout(dtype):
-    dtype = np.dtype(dtype)
-    nbits = 8 * dtype.itemsize
-    nmant = np.finfo(dtype).nmant
-    return nbits, nmant
-
-
-def from_bits(pattern, dtype):
-    """Items of ``dtype`` with the given bit patterns."""
-    dtype = np.dtype(dtype)
-    return np.asarray(pattern, dtype=np.uint64).astype(UINT_OF_SIZE[dtype.itemsize]).view(dtype)
-
-
-def special_values(dtype):
-    """The values a kernel is most likely to get wrong, as a 1-D array of ``dtype``.
-
-    Signed zeros, infinities, subnormals at both ends, the largest finite
-    value, values where an add rounds to even, and quiet and signalling NaNs
-    of both signs with small, large and distinct payloads.
-    """
-    nbits, nmant = _float_layout(dtype)
-    sign = 1 << (nbits - 1)
-    exp_all = (sign - 1) ^ ((1 << nmant) - 1)
-    quiet = 1 << (nmant - 1)
-    mant_all = (1 << nmant) - 1
-    one = np.array(1, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
-    positive = [
-        0,                       # +0.0
-        1,                       # smallest subnormal
-        2, 3,                    # tiny subnormals, so that two of them still add exactly
-        mant_all,                # largest subnormal
-        1 << nmant,              # smallest normal
-        one,                     # 1.0
-        one + 1,                 # 1.0 + ulp
-        one - 1,                 # largest value below 1.0
-        one + (1 << nmant),      # 2.0
-        exp_all - 1,             # largest finite
-        exp_all - 2,
-        exp_all,                 # inf
-        exp_all | quiet,         # the default quiet NaN
-        exp_all | quiet | 1,     # quiet NaN, payload 1
-        exp_all | mant_all,      # quiet NaN, all payload bits
-        exp_all | quiet | (mant_all >> 3),  # quiet NaN, another payload
-        exp_all | 1,             # signalling NaN, payload 1
-        exp_all | (quiet - 1),   # signalling NaN, largest payload
-        exp_all | (quiet >> 1),  # signalling NaN, another payload
-    ]
-    # the ulp of 2 ** nmant is 1: adding 0.5 there is an exact tie
-    big = np.array(2.0 ** nmant, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
-    half = np.array(0.5, dtype=dtype).view(UINT_OF_SIZE[np.dtype(dtype).itemsize]).item()
-    positive += [big, big + 1, half]
-    return from_bits(positive + [p | sign for p in positive], dtype)
-
-
-def random_bits(rng, dtype, shape):
-    """Uniformly random bit patterns: every NaN payload, subnormal and infinity can occur."""
-    u = UINT_OF_SIZE[np.dtype(dtype).itemsize]
-    return rng.integers(0, np.iinfo(u).max, size=shape, dtype=u, endpoint=True).view(dtype)
-
-
-def edge_values(rng, dtype, shape):
-    """A mix of special values, random bit patterns and ordinary numbers."""
-    dtype = np.dtype(dtype)
-    special = special_values(dtype)
-    ordinary = (rng.standard_normal(shape) * 4).astype(dtype)
-    pick = rng.integers(0, 3, size=shape)
-    out = np.where(pick == 0, special[rng.integers(0, special.size, size=shape)],
-                   np.where(pick == 1, random_bits(rng, dtype, shape), ordinary))
-    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
-
+# value generators: special_values, random_bits and edge_values come from
+# fastembed_ext._workloads (shared with the command line and bench/)
 
 def small_integers(rng, dtype, shape, bound=3):
     """Integer-valued floats in [-bound, bound]: every sum of a few of them is exact."""
@@ -338,17 +269,21 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-# the library's mutable module state (set_num_threads and friends)
-_API_STATE = ("_default_threads", "_default_threads_arg", "_env_threads_error", "_forked_serial")
+# the library's process state (set_num_threads and friends)
+_RUNTIME_STATE = ("default_threads", "threads_error", "forked_serial", "forced_backend",
+                  "backend_error", "kernels", "kernels_error", "lean_kernels")
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     """Every test leaves the library's global state as it found it."""
-    saved = {name: getattr(_api, name) for name in _API_STATE if hasattr(_api, name)}
+    saved = {name: getattr(_runtime, name) for name in _RUNTIME_STATE}
     yield
     for name, value in saved.items():
-        setattr(_api, name, value)
+        setattr(_runtime, name, value)
+    _runtime._sync_kernels()
+    _kernels.fail_allocation(0)
+    _kernels.use_naive_kernels(False)
     _kernels.use_f16c(True)
     _kernels.set_isa_level(2)
 

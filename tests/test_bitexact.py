@@ -216,14 +216,14 @@ def test_fast_scatter_kernel_matches_naive_kernel_and_np_add_at(dtype, isa_level
         want = expected_scatter_add(table, idx, grad)
 
         naive = table.copy()
-        _kernels.naive_scatter_add_rows(naive, idx, grad, -1)
+        _kernels.naive_scatter_add_rows(naive, idx, grad, -1, False)
         assert_bits_equal(naive, want, f"naive kernel, d={d}")
         fast = table.copy()
         fe.scatter_add(fast, idx.astype(np.int32), grad, backend="cython", num_threads=1)
         assert_bits_equal(fast, want, f"fast kernel, d={d}")
 
         naive = table.copy()
-        _kernels.naive_scatter_add_rows(naive, idx, grad, 4)
+        _kernels.naive_scatter_add_rows(naive, idx, grad, 4, False)
         fast = table.copy()
         fe.scatter_add(fast, idx, grad, padding_idx=4, backend="cython")
         assert_bits_equal(fast, naive, f"fast against naive with padding_idx, d={d}")

@@ -33,7 +33,7 @@ def test_check_sweep_passes():
 
 
 def test_main_job_fails_without_the_compiled_backend():
-    code = ("import sys, fastembed_ext._api as a; a._kernels = None; a._KERNELS_ERROR = 'gone';"
+    code = ("import sys, fastembed_ext._runtime as r; r.kernels = None; r.kernels_error = 'gone';"
             "from fastembed_ext.__main__ import main; sys.exit(main([]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1

@@ -1216,7 +1216,7 @@ def _unaligned_contiguous(values):
 @pytest.mark.parametrize("op", ["scatter_add", "embedding_backward"])
 def test_an_unaligned_c_contiguous_grad_reaches_the_kernels_as_an_aligned_copy(op, dtype,
                                                                                monkeypatch):
-    # Regression (fixed in 2cc141f): _api._rows() promised "contiguous, aligned rows ... else a
+    # Regression (fixed in 2cc141f): _checks.rows() promised "contiguous, aligned rows ... else a
     # copy", but made the copy with np.ascontiguousarray, which returns a
     # C-contiguous array as it is, unaligned or not.  The kernels then loaded
     # float16/32/64 items from a misaligned address: undefined behaviour, which
@@ -1258,7 +1258,7 @@ def test_an_unaligned_c_contiguous_grad_reaches_the_kernels_as_an_aligned_copy(o
 def test_unaligned_c_contiguous_indices_reach_the_kernels_as_an_aligned_copy(op, index_dtype,
                                                                              monkeypatch):
     # Regression (fixed in 2cc141f), the same root cause for indices:
-    # _api._checked_flat_indices saw that int32/int64 indices were not aligned and
+    # _checks.checked_flat_indices saw that int32/int64 indices were not aligned and
     # "copied" them with np.ascontiguousarray, which returns a C-contiguous array
     # unchanged.  -fsanitize=undefined, in the bounds check alone:
     #   _kernels.c: runtime error: load of misaligned address ... for type

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext as fe
-from fastembed_ext import _api
+from fastembed_ext import _checks
 
 from .conftest import (
     ALL_BACKENDS,
@@ -141,7 +141,7 @@ def test_dlpack_and_array_protocol_objects_are_read(backend, wrapper, rng):
 
 def test_a_dlpack_object_is_read_without_a_copy(rng):
     weight = edge_values(rng, np.float16, (7, 5))
-    assert np.shares_memory(_api._as_input(DLPackOnly(weight), "weight"), weight)
+    assert np.shares_memory(_checks.as_input(DLPackOnly(weight), "weight"), weight)
 
 
 @pytest.mark.parametrize("dtype", VALUE_DTYPES, ids=dtype_id)
@@ -168,11 +168,11 @@ def test_torch_cpu_tensors_are_read_without_a_copy(torch, dtype, rng):
     weight = torch.from_numpy(edge_values(rng, dtype, (8, 3)))
     for index_dtype in (torch.int32, torch.int64):
         idx = torch.tensor([7, 0, 7], dtype=index_dtype)
-        as_array = _api._as_input(idx, "indices")
+        as_array = _checks.as_input(idx, "indices")
         assert np.shares_memory(as_array, idx.numpy())
-        flat = _api._checked_flat_indices(as_array, 8, "weight", "cython")
+        flat = _checks.checked_flat_indices(as_array, 8, "weight", "cython")
         assert np.shares_memory(flat, idx.numpy()), "int32/int64 indices are used as they are"
-    as_array = _api._as_input(weight, "weight")
+    as_array = _checks.as_input(weight, "weight")
     assert np.shares_memory(as_array, weight.numpy())
     assert as_array.dtype == dtype
 
@@ -354,9 +354,9 @@ def test_embedding_backward_returns_zeros_for_rows_not_named_and_for_the_padding
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=dtype_id)
 def test_int32_and_int64_indices_are_used_without_a_copy(index_dtype, rng):
     idx = make_indices(rng, 10, (3, 4), index_dtype)
-    flat = _api._checked_flat_indices(idx, 10, "weight", "cython")
+    flat = _checks.checked_flat_indices(idx, 10, "weight", "cython")
     assert np.shares_memory(flat, idx)
     # other integer dtypes are checked, then converted (a copy is unavoidable)
-    converted = _api._checked_flat_indices(idx.astype(np.int16), 10, "weight", "cython")
+    converted = _checks.checked_flat_indices(idx.astype(np.int16), 10, "weight", "cython")
     assert converted.dtype in (np.dtype(np.int32), np.dtype(np.int64))
     assert_bits_equal(converted.astype(np.int64), idx.reshape(-1).astype(np.int64))

@@ -70,7 +70,7 @@ def test_fast_and_naive_kernels_match_numpy_on_every_cpu_path(dtype, f16c, isa, 
         fast = base.copy()
         _kernels.scatter_add_rows(fast, idx, grad, -1, False, 1)
         naive = base.copy()
-        _kernels.naive_scatter_add_rows(naive, idx, grad, -1)
+        _kernels.naive_scatter_add_rows(naive, idx, grad, -1, False)
         _same(fast, expected)
         _same(naive, expected)
         out = np.empty((2000, d), dtype)
@@ -188,12 +188,12 @@ def test_lean_and_full_paths_give_the_same_bits():
 def test_lean_path_declines_bad_input_without_writing():
     w = np.ones((5, 3), np.float32)
     out = np.zeros((2, 3), np.float32)
-    assert _kernels.gather_lean(w, np.array([0, 5]), out, 1) is False
-    assert _kernels.gather_lean(w, np.array([0, -1]), out, 1) is False
-    assert _kernels.gather_lean(w, np.array([0, 1]), out[:, :2], 1) is False
-    assert _kernels.gather_lean(w, np.array([0, 1]), w[:2], 1) is False  # overlap
+    assert _kernels.gather_lean(w, np.array([0, 5]), out) is False
+    assert _kernels.gather_lean(w, np.array([0, -1]), out) is False
+    assert _kernels.gather_lean(w, np.array([0, 1]), out[:, :2]) is False
+    assert _kernels.gather_lean(w, np.array([0, 1]), w[:2]) is False  # overlap
     assert not out.any()
     gw = np.zeros((5, 3), np.float32)
-    assert _kernels.scatter_add_lean(gw, np.array([1, 7]), np.ones((2, 3), np.float32), 1) is False
-    assert _kernels.scatter_add_lean(gw, np.array([1, 2]), np.ones((2, 3), np.float64), 1) is False
+    assert _kernels.scatter_add_lean(gw, np.array([1, 7]), np.ones((2, 3), np.float32)) is False
+    assert _kernels.scatter_add_lean(gw, np.array([1, 2]), np.ones((2, 3), np.float64)) is False
     assert not gw.any()

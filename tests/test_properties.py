@@ -130,7 +130,7 @@ def test_fast_scatter_kernel_is_the_naive_kernel_at_any_isa_level_and_f16c_setti
     table = data.draw(float_arrays(dtype, (num_rows, d)))
     grad = data.draw(float_arrays(dtype, (flat.size, d)))
     naive = table.copy()
-    _kernels.naive_scatter_add_rows(naive, flat, grad, -1)
+    _kernels.naive_scatter_add_rows(naive, flat, grad, -1, False)
     try:
         _kernels.set_isa_level(isa)
         _kernels.use_f16c(f16c)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext as fe
-from fastembed_ext import _api, _kernels
+from fastembed_ext import _kernels, _runtime
 
 from .conftest import (
     THREAD_COUNTS,
@@ -219,7 +219,7 @@ PROBE = textwrap.dedent("""
     import json
     import numpy as np
     import fastembed_ext as fe
-    from fastembed_ext import _api
+    from fastembed_ext import _kernels, _reference
 
     calls = {"reference": 0, "kernels": 0}
 
@@ -230,11 +230,11 @@ PROBE = textwrap.dedent("""
             return original(*args, **kwargs)
         setattr(module, name, wrapper)
 
-    spy(_api._reference, "gather", "reference")
-    spy(_api._reference, "scatter_add", "reference")
+    spy(_reference, "gather", "reference")
+    spy(_reference, "scatter_add", "reference")
     for name in ("gather_rows", "scatter_add_rows", "gather_lean", "scatter_add_lean"):
-        if hasattr(_api._kernels, name):
-            spy(_api._kernels, name, "kernels")
+        if hasattr(_kernels, name):
+            spy(_kernels, name, "kernels")
 
     def attempt(fn):
         try:
@@ -393,11 +393,11 @@ def test_set_isa_level_never_picks_a_level_the_cpu_lacks():
 
 def test_without_the_extension_cython_is_unavailable_and_auto_falls_back_to_numpy(monkeypatch,
                                                                                    rng):
-    monkeypatch.setattr(_api, "_kernels", None)
-    monkeypatch.setattr(_api, "_KERNELS_ERROR", "ImportError: pretend it failed")
-    monkeypatch.setattr(_api, "_lean", False, raising=False)
-    monkeypatch.setattr(_api, "_forced_backend", None)
-    monkeypatch.setattr(_api, "_forced_backend_error", None)
+    monkeypatch.setattr(_runtime, "kernels", None)
+    monkeypatch.setattr(_runtime, "lean_kernels", None)
+    monkeypatch.setattr(_runtime, "kernels_error", "ImportError: pretend it failed")
+    monkeypatch.setattr(_runtime, "forced_backend", None)
+    monkeypatch.setattr(_runtime, "backend_error", None)
     weight = edge_values(rng, np.float32, (5, 3))
     gw = np.zeros((5, 3), np.float32)
     with pytest.raises(fe.BackendUnavailableError, match=r"backend='cython'.*pretend it failed"):

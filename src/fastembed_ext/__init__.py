@@ -1,23 +1,11 @@
 """Fast, deterministic, bit-exact embedding-table kernels for NumPy."""
 
-from ._api import (
-    BackendUnavailableError,
-    __version__,
-    adagrad_step,
-    coalesce,
-    embedding_backward,
-    embedding_bag,
-    embedding_bag_backward,
-    gather,
-    get_num_threads,
-    info,
-    renorm_,
-    rowwise_adagrad_step,
-    scatter_add,
-    set_num_threads,
-    sgd_step,
-)
+from ._bag import embedding_bag, embedding_bag_backward
+from ._embedding import embedding_backward, gather, scatter_add
 from ._layers import SGD, Adagrad, Embedding, EmbeddingBag, RowwiseAdagrad
+from ._runtime import BackendUnavailableError, get_num_threads, info, set_num_threads
+from ._sparse import adagrad_step, coalesce, renorm_, rowwise_adagrad_step, sgd_step
+from ._version import __version__
 
 __all__ = [
     "SGD",

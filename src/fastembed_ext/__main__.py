@@ -8,109 +8,66 @@ exits non-zero if any check fails.
 
 import argparse
 import json
-import statistics
 import sys
-import time
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import _api
+import fastembed_ext as fe
+
+from . import _runtime
+from ._workloads import edge_values, median_seconds, same_bits, zipf_ids
 
 VOCAB = 30522
 WIDTH = 384
 BATCH = 32 * 512  # 32 sequences of 512 tokens
 
 
-def zipf_ids(rng, num_rows, size, a=1.1):
-    """Token ids whose frequencies follow Zipf(a), hot ids spread over the table."""
-    ranks = np.arange(1, num_rows + 1, dtype=np.float64)
-    p = ranks ** -a
-    p /= p.sum()
-    row_of_rank = rng.permutation(num_rows)
-    return row_of_rank[rng.choice(num_rows, size=size, p=p)]
-
-
-def special_values(rng, shape, dtype):
-    """Random values with NaN payloads, -0.0, inf and subnormals mixed in."""
-    x = rng.standard_normal(shape).astype(dtype)
-    flat = x.reshape(-1)
-    n = flat.size
-    if n == 0:
-        return x
-    finfo = np.finfo(dtype)
-    picks = rng.integers(0, n, size=max(1, n // 50))
-    specials = np.array([np.nan, -0.0, np.inf, -np.inf, finfo.smallest_subnormal,
-                         -finfo.smallest_subnormal, finfo.max, finfo.tiny], dtype=dtype)
-    flat[picks] = specials[rng.integers(0, specials.size, size=picks.size)]
-    bits = flat.view(f"u{np.dtype(dtype).itemsize}")
-    nan_at = picks[rng.integers(0, picks.size, size=max(1, picks.size // 4))]
-    payload = rng.integers(1, 1 << 8, size=nan_at.size).astype(bits.dtype)
-    exp_mask = {2: 0x7C00, 4: 0x7F800000, 8: 0x7FF0000000000000}[np.dtype(dtype).itemsize]
-    bits[nan_at] = np.asarray(exp_mask, dtype=bits.dtype) | payload
-    return x
-
-
-def same_bits(a, b):
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    return a.tobytes() == b.tobytes()
-
-
-def _median_seconds(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _checks(rng, dtype, num_rows, width, batch, thread_counts, ids):
+def _comparisons(rng: np.random.Generator, dtype: Any, num_rows: int, width: int, batch: int,
+                 thread_counts: Any, ids: np.ndarray[Any, Any]) -> Iterator[tuple[str, bool]]:
     """Yield (name, ok) for every compiled-vs-reference comparison on one workload."""
-    w = special_values(rng, (num_rows, width), dtype)
-    g = special_values(rng, (batch, width), dtype)
-    base = special_values(rng, (num_rows, width), dtype)
-    ref_gather = _api.gather(w, ids, backend="numpy")
-    with np.errstate(all="ignore"):
-        ref_scatter = _api.scatter_add(base.copy(), ids, g, backend="numpy")
-        ref_back = _api.embedding_backward(g, ids, num_rows, padding_idx=0,
-                                           scale_grad_by_freq=True, backend="numpy")
+    w = edge_values(rng, dtype, (num_rows, width))
+    g = edge_values(rng, dtype, (batch, width))
+    base = edge_values(rng, dtype, (num_rows, width))
+    ref_gather = fe.gather(w, ids, backend="numpy")
+    ref_scatter = fe.scatter_add(base.copy(), ids, g, backend="numpy")
+    ref_back = fe.embedding_backward(g, ids, num_rows, padding_idx=0, scale_grad_by_freq=True,
+                                     backend="numpy")
     for n in thread_counts:
         out = np.empty((batch, width), dtype)
         yield f"gather {dtype.__name__} threads={n}", same_bits(
-            _api.gather(w, ids, out=out, backend="cython", num_threads=n), ref_gather)
+            fe.gather(w, ids, out=out, backend="cython", num_threads=n), ref_gather)
         yield f"scatter_add {dtype.__name__} threads={n}", same_bits(
-            _api.scatter_add(base.copy(), ids, g, backend="cython", num_threads=n), ref_scatter)
+            fe.scatter_add(base.copy(), ids, g, backend="cython", num_threads=n), ref_scatter)
         yield f"embedding_backward {dtype.__name__} threads={n}", same_bits(
-            _api.embedding_backward(g, ids, num_rows, padding_idx=0, scale_grad_by_freq=True,
-                                    backend="cython", num_threads=n), ref_back)
+            fe.embedding_backward(g, ids, num_rows, padding_idx=0, scale_grad_by_freq=True,
+                                  backend="cython", num_threads=n), ref_back)
 
 
-def _require_compiled():
-    if _api._kernels is None:
-        print(f"fastembed_ext: the compiled extension is not available: {_api._KERNELS_ERROR}",
-              file=sys.stderr)
+def _require_compiled() -> bool:
+    if _runtime.kernels is None:
+        print(f"fastembed_ext: {_runtime.unavailable_message()}", file=sys.stderr)
         return False
     return True
 
 
-def main_job(args):
+def main_job(args: argparse.Namespace) -> int:
     if not _require_compiled():
         return 1
     rng = np.random.default_rng(args.seed)
-    threads = _api.get_num_threads()
-    print(f"fastembed_ext {_api.__version__}: table {VOCAB} x {WIDTH} float32, "
+    threads = fe.get_num_threads()
+    print(f"fastembed_ext {fe.__version__}: table {VOCAB} x {WIDTH} float32, "
           f"{BATCH} Zipf(1.1) token ids, {threads} thread(s) available")
-    ids = zipf_ids(rng, VOCAB, BATCH).astype(np.int64)
+    ids = zipf_ids(rng, VOCAB, BATCH)
     failures = 0
     counts = sorted({1, 2, threads})
-    for name, ok in _checks(rng, np.float32, VOCAB, WIDTH, BATCH, counts, ids):
+    for name, ok in _comparisons(rng, np.float32, VOCAB, WIDTH, BATCH, counts, ids):
         failures += not ok
         if not ok:
             print(f"  MISMATCH {name}")
     small = zipf_ids(rng, 2000, 4096).astype(np.int32)
     for dtype in (np.float16, np.float64):
-        for name, ok in _checks(rng, dtype, 2000, 64, 4096, counts, small):
+        for name, ok in _comparisons(rng, dtype, 2000, 64, 4096, counts, small):
             failures += not ok
             if not ok:
                 print(f"  MISMATCH {name}")
@@ -121,15 +78,15 @@ def main_job(args):
     g = rng.standard_normal((BATCH, WIDTH)).astype(np.float32)
     out = np.empty((BATCH, WIDTH), np.float32)
     gw = np.zeros((VOCAB, WIDTH), np.float32)
-    rows = [
+    rows: list[tuple[str, Callable[[], Any], Callable[[int], Any]]] = [
         ("gather(out=)", lambda: np.take(w, ids, axis=0, out=out),
-         lambda n: _api.gather(w, ids, out=out, num_threads=n)),
+         lambda n: fe.gather(w, ids, out=out, num_threads=n)),
         ("gather", lambda: np.take(w, ids, axis=0),
-         lambda n: _api.gather(w, ids, num_threads=n)),
+         lambda n: fe.gather(w, ids, num_threads=n)),
         ("scatter_add", lambda: np.add.at(gw, ids, g),
-         lambda n: _api.scatter_add(gw, ids, g, num_threads=n)),
-        ("embedding_backward", lambda: _api.embedding_backward(g, ids, VOCAB, backend="numpy"),
-         lambda n: _api.embedding_backward(g, ids, VOCAB, num_threads=n)),
+         lambda n: fe.scatter_add(gw, ids, g, num_threads=n)),
+        ("embedding_backward", lambda: fe.embedding_backward(g, ids, VOCAB, backend="numpy"),
+         lambda n: fe.embedding_backward(g, ids, VOCAB, num_threads=n)),
     ]
     header = f"{'operation':<20}{'numpy ms':>10}{'1 thread ms':>13}{'ratio':>8}"
     if threads > 1:
@@ -138,18 +95,18 @@ def main_job(args):
     print(header)
     for name, ref, fast in rows:
         repeat = 3 if name in ("scatter_add", "embedding_backward") else 10
-        t_ref = _median_seconds(ref, repeat)
-        t1 = _median_seconds(lambda: fast(1), 10)
+        t_ref = median_seconds(ref, budget=0, min_rounds=repeat)
+        t1 = median_seconds(lambda: fast(1), budget=0, min_rounds=10)
         line = f"{name:<20}{t_ref * 1e3:>10.2f}{t1 * 1e3:>13.2f}{t_ref / t1:>7.1f}x"
         if threads > 1:
-            tn = _median_seconds(lambda: fast(threads), 10)
+            tn = median_seconds(lambda: fast(threads), budget=0, min_rounds=10)
             line += f"{tn * 1e3:>15.2f}{t_ref / tn:>7.1f}x"
         print(line)
     print("(medians; ratio = NumPy time / fastembed_ext time, higher is faster)")
     return 1 if failures else 0
 
 
-def check(args):
+def check(args: argparse.Namespace) -> int:
     """A wider bit-for-bit sweep: every dtype, index dtype, thread count and edge shape."""
     if not _require_compiled():
         return 1
@@ -160,7 +117,8 @@ def check(args):
         for idx_dtype in (np.int32, np.int64, np.uint16):
             for num_rows, width, batch in shapes:
                 ids = rng.integers(0, num_rows, size=batch).astype(idx_dtype)
-                for name, ok in _checks(rng, dtype, num_rows, width, batch, (1, 2, 3, 8), ids):
+                for name, ok in _comparisons(rng, dtype, num_rows, width, batch, (1, 2, 3, 8),
+                                             ids):
                     total += 1
                     failures += not ok
                     if not ok:
@@ -170,17 +128,17 @@ def check(args):
     return 1 if failures else 0
 
 
-def show_info(args):
-    print(json.dumps(_api.info(), indent=2, sort_keys=True, default=str))
+def show_info(args: argparse.Namespace) -> int:
+    print(json.dumps(fe.info(), indent=2, sort_keys=True, default=str))
     return 0
 
 
-def bench(args):
+def bench(args: argparse.Namespace) -> int:
     from . import _bench
     return _bench.run(json_path=args.json, plot_path=args.plot, quick=args.quick)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fastembed_ext",
         description="Check fastembed_ext against NumPy bit for bit and time it.")
@@ -194,7 +152,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="a few cases only")
     p.set_defaults(func=bench)
     args = parser.parse_args(argv)
-    func = getattr(args, "func", main_job)
+    func: Callable[[argparse.Namespace], int] = getattr(args, "func", main_job)
     return func(args)
 
 

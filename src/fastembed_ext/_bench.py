@@ -8,29 +8,21 @@ tree.
 
 import json
 import platform
-import statistics
 import sys
-import time
+from typing import Any, Iterator
 
 import numpy as np
 
-from . import _api
-from .__main__ import zipf_ids
+import fastembed_ext as fe
+
+from . import _runtime
+from ._workloads import median_seconds as _median
+from ._workloads import zipf_ids
 
 B = 65536
 
 
-def _median(fn, budget=0.25, min_rounds=3, max_rounds=50):
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_rounds or (time.perf_counter() - start < budget and len(times) < max_rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _torch():
+def _torch() -> Any:
     try:
         import torch
     except ImportError:
@@ -38,7 +30,7 @@ def _torch():
     return torch
 
 
-def _cases(quick):
+def _cases(quick: bool) -> Iterator[tuple[int, int, str]]:
     widths = (16, 128, 768) if quick else (16, 64, 128, 300, 768)
     tables = (30_000,) if quick else (30_000, 1_000_000)
     for num_rows in tables:
@@ -47,18 +39,18 @@ def _cases(quick):
                 yield num_rows, d, dist
 
 
-def run(json_path=None, plot_path=None, quick=False, threads=None):
-    if _api._kernels is None:
-        print(f"fastembed_ext: the compiled extension is not available: {_api._KERNELS_ERROR}",
-              file=sys.stderr)
+def run(json_path: str | None = None, plot_path: str | None = None, quick: bool = False,
+        threads: int | None = None) -> int:
+    if _runtime.kernels is None:
+        print(f"fastembed_ext: {_runtime.unavailable_message()}", file=sys.stderr)
         return 1
-    threads = threads or max(2, _api.get_num_threads())
+    threads = threads or max(2, fe.get_num_threads())
     torch = _torch()
     rng = np.random.default_rng(0)
     cases = list(_cases(quick))
     results = []
-    tables = {}
-    print(f"fastembed_ext {_api.__version__} bench: float32, B={B}, threads 1 and {threads}"
+    tables: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
+    print(f"fastembed_ext {fe.__version__} bench: float32, B={B}, threads 1 and {threads}"
           f"{', torch ' + torch.__version__ if torch else ', torch not installed'}")
     for n_case, (num_rows, d, dist) in enumerate(cases, 1):
         print(f"\r[{n_case:>2}/{len(cases)}] T={num_rows} d={d} {dist:<8}", end="", file=sys.stderr,
@@ -71,17 +63,17 @@ def run(json_path=None, plot_path=None, quick=False, threads=None):
             tables[key] = w
         w = tables[key]
         ids = (rng.integers(0, num_rows, B) if dist == "uniform"
-               else zipf_ids(rng, num_rows, B)).astype(np.int64)
+               else zipf_ids(rng, num_rows, B))
         g = rng.random((B, d), dtype=np.float32)
         out = np.empty((B, d), np.float32)
         gw = np.zeros((num_rows, d), np.float32)
         row = {"T": num_rows, "d": d, "dist": dist}
         t_take = _median(lambda: np.take(w, ids, axis=0))
-        row["gather_1"] = t_take / _median(lambda: _api.gather(w, ids, out=out, num_threads=1))
-        row["gather_n"] = t_take / _median(lambda: _api.gather(w, ids, out=out, num_threads=threads))
+        row["gather_1"] = t_take / _median(lambda: fe.gather(w, ids, out=out, num_threads=1))
+        row["gather_n"] = t_take / _median(lambda: fe.gather(w, ids, out=out, num_threads=threads))
         t_addat = _median(lambda: np.add.at(gw, ids, g), budget=0.2, min_rounds=1, max_rounds=3)
-        t_s1 = _median(lambda: _api.scatter_add(gw, ids, g, num_threads=1))
-        t_sn = _median(lambda: _api.scatter_add(gw, ids, g, num_threads=threads))
+        t_s1 = _median(lambda: fe.scatter_add(gw, ids, g, num_threads=1))
+        t_sn = _median(lambda: fe.scatter_add(gw, ids, g, num_threads=threads))
         row["scatter_1"] = t_addat / t_s1
         row["scatter_n"] = t_addat / t_sn
         row["scatter_n_vs_1"] = t_s1 / t_sn
@@ -91,7 +83,7 @@ def run(json_path=None, plot_path=None, quick=False, threads=None):
             gwt = torch.from_numpy(gw)
             torch.set_num_threads(threads)
             row["vs_torch_embedding_n"] = _median(lambda: torch.embedding(wt, it)) / _median(
-                lambda: _api.gather(w, ids, num_threads=threads))
+                lambda: fe.gather(w, ids, num_threads=threads))
             row["vs_torch_index_add_n"] = _median(lambda: gwt.index_add_(0, it, gt)) / t_sn
             torch.set_num_threads(prev)
         results.append(row)
@@ -111,7 +103,7 @@ def run(json_path=None, plot_path=None, quick=False, threads=None):
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(), "numpy": np.__version__,
             "torch": torch.__version__ if torch else None, "threads": threads,
-            "B": B, "dtype": "float32", "info": _api.info()}
+            "B": B, "dtype": "float32", "info": fe.info()}
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2, default=str)
@@ -121,7 +113,7 @@ def run(json_path=None, plot_path=None, quick=False, threads=None):
     return 0
 
 
-def _plot(results, path, threads):
+def _plot(results: list[dict[str, Any]], path: str, threads: int) -> None:
     try:
         import matplotlib  # type: ignore[import-not-found, unused-ignore]
         matplotlib.use("Agg")

@@ -185,6 +185,18 @@ static void fe_add_row_f64_avx512(double *dst, const double *src, ptrdiff_t n)
     }
 }
 
+static int fe_cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+
+static int fe_cpu_has_avx512f(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
 static int fe_cpu_has(int level)
 {
     __builtin_cpu_init();
@@ -298,6 +310,8 @@ static void fe_add_row_f64_sse2(double *dst, const double *src, ptrdiff_t n)
 #define fe_add_row_f64_avx512 fe_add_row_f64_sse2
 
 static int fe_cpu_has(int level) { return level == 0; }
+static int fe_cpu_has_avx2(void) { return 0; }
+static int fe_cpu_has_avx512f(void) { return 0; }
 #endif
 
 /* 0 = baseline (SSE2 or portable C), 1 = AVX, 2 = AVX-512F */

@@ -201,22 +201,9 @@ static int fe_cpu_has_f16c(void)
     return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
 }
 
-static int fe_cpu_has_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
-
-static int fe_cpu_has_avx512f(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
 #else
 #define FE_HAVE_F16C_PATH 0
 static int fe_cpu_has_f16c(void) { return 0; }
-static int fe_cpu_has_avx2(void) { return 0; }
-static int fe_cpu_has_avx512f(void) { return 0; }
 static void fe_half_add_row_f16c(uint16_t *dst, const uint16_t *src, ptrdiff_t n)
 {
     fe_half_add_row_portable(dst, src, n);

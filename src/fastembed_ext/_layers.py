@@ -1,7 +1,7 @@
 """Embedding layers and sparse optimizers for NumPy training loops.
 
-The layers hold a table and call the public functions of ``_api.py``; they
-add no rule of their own beyond PyTorch's layer semantics (``max_norm``
+The layers hold a table and call the public operations; they add no rule
+of their own beyond PyTorch's layer semantics (``max_norm``
 renormalises in ``forward``; ``padding_idx`` rows get no gradient and start
 at zero; ``sparse=True`` gives ``(rows, values)`` gradients).
 """
@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _api, _reference
+from . import _checks as ck
+from ._bag import MODES, embedding_bag, embedding_bag_backward
+from ._embedding import embedding_backward, gather
+from ._sparse import adagrad_step, coalesce, renorm_, rowwise_adagrad_step, sgd_step
 
 __all__ = ["SGD", "Adagrad", "RowwiseAdagrad", "Embedding", "EmbeddingBag"]
 
@@ -59,8 +62,8 @@ class SGD(_Optimizer):
     """``w[r] -= lr * (g[r] + weight_decay * w[r])`` for each row of the gradient."""
 
     def apply(self, weight, indices, grad, num_threads=None):  # type: ignore[no-untyped-def]
-        _api.sgd_step(weight, indices, grad, lr=self.lr, weight_decay=self.weight_decay,
-                      num_threads=num_threads)
+        sgd_step(weight, indices, grad, lr=self.lr, weight_decay=self.weight_decay,
+                 num_threads=num_threads)
 
 
 class Adagrad(_Optimizer):
@@ -71,23 +74,23 @@ class Adagrad(_Optimizer):
         self.eps = float(eps)
 
     def apply(self, weight, indices, grad, num_threads=None):  # type: ignore[no-untyped-def]
-        _api.adagrad_step(weight, self._state_for(weight, False), indices, grad, lr=self.lr,
-                          eps=self.eps, weight_decay=self.weight_decay, num_threads=num_threads)
+        adagrad_step(weight, self._state_for(weight, False), indices, grad, lr=self.lr,
+                     eps=self.eps, weight_decay=self.weight_decay, num_threads=num_threads)
 
 
 class RowwiseAdagrad(Adagrad):
     """FBGEMM's row-wise Adagrad: one state value per row."""
 
     def apply(self, weight, indices, grad, num_threads=None):  # type: ignore[no-untyped-def]
-        _api.rowwise_adagrad_step(weight, self._state_for(weight, True), indices, grad,
-                                  lr=self.lr, eps=self.eps, weight_decay=self.weight_decay,
-                                  num_threads=num_threads)
+        rowwise_adagrad_step(weight, self._state_for(weight, True), indices, grad,
+                             lr=self.lr, eps=self.eps, weight_decay=self.weight_decay,
+                             num_threads=num_threads)
 
 
 # --------------------------------------------------------------------------
 # layers
 
-def _check_size(value, name):
+def _check_size(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
@@ -124,9 +127,9 @@ class Embedding:
             weight = rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype)
         else:
             weight = _weight
-        _api._check_table(weight)
+        ck.check_updated_table(weight, "weight")
         self.weight = weight
-        self.padding_idx = _api._check_padding_idx(padding_idx, num_embeddings, "the table")
+        self.padding_idx = ck.check_padding_idx(padding_idx, num_embeddings, "the table")
         if self.padding_idx is not None and _weight is None:
             self.weight[self.padding_idx] = 0
         self.max_norm = max_norm
@@ -159,9 +162,8 @@ class Embedding:
         """Rows for ``indices`` (shape S -> S + (d,)); remembers them for ``backward``."""
         idx = np.asarray(indices)
         if self.max_norm is not None:
-            _api.renorm_(self.weight, idx, self.max_norm, self.norm_type,
-                         num_threads=self.num_threads)
-        out = _api.gather(self.weight, idx, num_threads=self.num_threads)
+            renorm_(self.weight, idx, self.max_norm, self.norm_type, num_threads=self.num_threads)
+        out = gather(self.weight, idx, num_threads=self.num_threads)
         self._indices = idx
         return out
 
@@ -175,16 +177,16 @@ class Embedding:
         if self._indices is None:
             raise ValueError("backward() needs a forward() first")
         idx = self._indices
+        grad: Any
         if self.sparse:
-            g = np.asarray(grad_output)
-            if self.scale_grad_by_freq and idx.size:
-                g = _reference.scale_by_freq(g, idx)
-            grad = _api.coalesce(idx, g, padding_idx=self.padding_idx, num_threads=self.num_threads)
+            grad = coalesce(idx, grad_output, padding_idx=self.padding_idx,
+                            scale_grad_by_freq=self.scale_grad_by_freq,
+                            num_threads=self.num_threads)
         else:
-            grad = _api.embedding_backward(grad_output, idx, self.num_embeddings,
-                                           padding_idx=self.padding_idx,
-                                           scale_grad_by_freq=self.scale_grad_by_freq,
-                                           num_threads=self.num_threads)
+            grad = embedding_backward(grad_output, idx, self.num_embeddings,
+                                      padding_idx=self.padding_idx,
+                                      scale_grad_by_freq=self.scale_grad_by_freq,
+                                      num_threads=self.num_threads)
         self.grad = grad
         return grad
 
@@ -223,21 +225,21 @@ class EmbeddingBag(Embedding):
         if kwargs.get("scale_grad_by_freq"):
             raise ValueError("EmbeddingBag does not support scale_grad_by_freq")
         super().__init__(num_embeddings, embedding_dim, **kwargs)
-        self.mode = _api._check_mode(mode)
+        self.mode: Any = ck.check_choice(mode, "mode", MODES)
         self.include_last_offset = bool(include_last_offset)
         self._bag: tuple[Any, ...] | None = None
         self.grad_per_sample_weights: Any = None
 
-    def forward(self, indices: npt.ArrayLike, offsets: npt.ArrayLike | None = None,  # type: ignore[override]
+    def forward(self, indices: npt.ArrayLike, offsets: npt.ArrayLike | None = None,
                 per_sample_weights: npt.ArrayLike | None = None) -> npt.NDArray[Any]:
         idx = np.asarray(indices)
         if self.max_norm is not None:
-            _api.renorm_(self.weight, idx, self.max_norm, self.norm_type,
-                         num_threads=self.num_threads)
-        res = _api.embedding_bag(self.weight, idx, offsets, mode=self.mode,
-                                 per_sample_weights=per_sample_weights,
-                                 include_last_offset=self.include_last_offset,
-                                 padding_idx=self.padding_idx, num_threads=self.num_threads)
+            renorm_(self.weight, idx, self.max_norm, self.norm_type, num_threads=self.num_threads)
+        res = embedding_bag(self.weight, idx, offsets, mode=self.mode,
+                            per_sample_weights=per_sample_weights,
+                            include_last_offset=self.include_last_offset,
+                            padding_idx=self.padding_idx, num_threads=self.num_threads)
+        out: npt.NDArray[Any]
         out, max_indices = res if self.mode == "max" else (res, None)
         self._bag = (idx, offsets, per_sample_weights, max_indices)
         self._indices = idx
@@ -249,7 +251,7 @@ class EmbeddingBag(Embedding):
         if self._bag is None:
             raise ValueError("backward() needs a forward() first")
         idx, offsets, psw, max_indices = self._bag
-        grad, self.grad_per_sample_weights = _api.embedding_bag_backward(
+        grad, self.grad_per_sample_weights = embedding_bag_backward(
             grad_output, idx, offsets, self.num_embeddings, mode=self.mode,
             per_sample_weights=psw, weight=self.weight if psw is not None else None,
             max_indices=max_indices, include_last_offset=self.include_last_offset,

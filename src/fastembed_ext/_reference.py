@@ -1,18 +1,39 @@
 """The NumPy twins of the compiled kernels: the definition of "correct".
 
 Each function has the signature of its public counterpart less the dispatch
-keywords, and takes arguments already validated by ``_api.py`` (value arrays
-of one floating dtype, integer indices inside [0, T), padding_idx already
-normalised to a row number or None).  The compiled path must return exactly
-these bits, for every thread count.
+keywords, and takes arguments already validated by the operations (value
+arrays of one floating dtype, integer indices inside [0, T), padding_idx
+already normalised to a row number or None).  The compiled path must return
+exactly these bits, for every thread count.
 """
 
+from typing import Any, Callable
+
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["gather", "scatter_add", "embedding_backward", "scale_by_freq"]
+Array = npt.NDArray[Any]
+
+__all__ = [
+    "adagrad_step",
+    "bag_of_entries",
+    "coalesce",
+    "embedding_backward",
+    "embedding_bag",
+    "embedding_bag_backward",
+    "gather",
+    "mul",
+    "renorm_",
+    "row_norms",
+    "rowwise_adagrad_step",
+    "scale_by_freq",
+    "scatter_add",
+    "sequential_row_sums",
+    "sgd_step",
+]
 
 
-def gather(weight, indices, *, out=None):
+def gather(weight: Array, indices: Array, *, out: Array | None = None) -> Array:
     """``out[k] = weight[indices[k]]``: ``np.take(weight, indices, axis=0)``.
 
     Spelled ``weight[indices]``, the same bits: ``np.take`` first makes a
@@ -26,14 +47,16 @@ def gather(weight, indices, *, out=None):
     return out
 
 
-def _without_padding(indices, grad, padding_idx):
+def _without_padding(indices: Array, grad: Array,
+                     padding_idx: int | None) -> tuple[Array, Array]:
     if padding_idx is None:
         return indices, grad
     keep = indices != padding_idx
     return indices[keep], grad[keep]
 
 
-def scatter_add(grad_weight, indices, grad, *, padding_idx=None):
+def scatter_add(grad_weight: Array, indices: Array, grad: Array, *,
+                padding_idx: int | None = None) -> Array:
     """``grad_weight[indices[k]] += grad[k]`` in index order: ``np.add.at``.
 
     float16 rounds after every add, as ``np.add.at`` does.
@@ -45,22 +68,22 @@ def scatter_add(grad_weight, indices, grad, *, padding_idx=None):
     return grad_weight
 
 
-def scale_by_freq(grad, indices):
+def scale_by_freq(grad: Array, indices: Array) -> Array:
     """Each ``grad[k]`` scaled by 1 / (count of ``indices[k]`` in the batch).
 
     The scale is ``1.0 / count`` in float64, rounded to the arithmetic type of
     the value dtype (float32 for float16 and float32, float64 for float64);
     the product is formed in that type and rounded to the value dtype.
     """
-    opmath = np.float64 if grad.dtype == np.float64 else np.float32
+    opmath = _opmath(grad.dtype)
     _, inverse, counts = np.unique(indices, return_inverse=True, return_counts=True)
     scale = (1.0 / counts.astype(np.float64)).astype(opmath)[inverse.reshape(indices.shape)]
     with np.errstate(all="ignore"):
         return (grad.astype(opmath) * scale[..., None]).astype(grad.dtype)
 
 
-def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
-                       scale_grad_by_freq=False):
+def embedding_backward(grad: Array, indices: Array, num_embeddings: int, *,
+                       padding_idx: int | None = None, scale_grad_by_freq: bool = False) -> Array:
     """A fresh (num_embeddings, d) weight gradient, PyTorch's meaning.
 
     Rows equal to ``padding_idx`` get no gradient; with ``scale_grad_by_freq``
@@ -80,16 +103,19 @@ def embedding_backward(grad, indices, num_embeddings, *, padding_idx=None,
 # order and the NaN rule (on NaN + NaN the incoming value's payload survives)
 # is the one the compiled kernels pin.
 
-def _quiet_bits(x):
+def _quiet_bits(x: Array) -> Array:
     """``x`` (NaNs) with the quiet bit set, as x86 quiets a NaN operand."""
-    u = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]
+    u: Any = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]
     bit = {2: 0x0200, 4: 0x00400000, 8: 0x0008000000000000}[x.itemsize]
+    bits: Array
     if x.dtype.kind == "V":  # bfloat16: the canonical NaN, with the sign
-        return ((x.view(u) & u(0x8000)) | u(0x7FC0)).view(x.dtype)
-    return (x.view(u) | u(bit)).view(x.dtype)
+        bits = (x.view(u) & u(0x8000)) | u(0x7FC0)
+    else:
+        bits = x.view(u) | u(bit)
+    return bits.view(x.dtype)
 
 
-def mul(a, b):
+def mul(a: Array, b: Array) -> Array:
     """``a * b`` with one NaN rule: on NaN * NaN, ``a``'s payload (quieted) survives.
 
     NumPy's own multiply leaves that case to its inner loops, which differ by
@@ -105,11 +131,12 @@ def mul(a, b):
     return r
 
 
-def _opmath(dtype):
+def _opmath(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
     return np.float64 if dtype == np.float64 else np.float32
 
 
-def bag_of_entries(offsets, num_entries, include_last_offset=False):
+def bag_of_entries(offsets: Array, num_entries: int,
+                   include_last_offset: bool = False) -> tuple[Array, int]:
     """For each entry k of a flat ``indices``, the bag it belongs to."""
     starts = offsets[:-1] if include_last_offset else offsets
     num_bags = starts.shape[0]
@@ -123,8 +150,9 @@ def bag_of_entries(offsets, num_entries, include_last_offset=False):
     return bag, num_bags
 
 
-def embedding_bag(weight, indices, offsets, *, mode="sum", per_sample_weights=None,
-                  include_last_offset=False, padding_idx=None):
+def embedding_bag(weight: Array, indices: Array, offsets: Array, *, mode: str = "sum",
+                  per_sample_weights: Array | None = None, include_last_offset: bool = False,
+                  padding_idx: int | None = None) -> Any:
     """PyTorch's ``embedding_bag`` on a flat ``indices`` with ``offsets``.
 
     sum: entries added in order from +0.0, each ``weight[i] * w_k`` rounded to
@@ -169,7 +197,8 @@ def embedding_bag(weight, indices, offsets, *, mode="sum", per_sample_weights=No
             out[b] = cand
             max_indices[b] = indices[kept[sel]][:, None]
         else:
-            take = cand > out[b]
+            with np.errstate(invalid="ignore"):  # ml_dtypes' compares flag NaN operands
+                take = cand > out[b]
             cur = out[b]
             cur[take] = cand[take]
             out[b] = cur
@@ -179,7 +208,7 @@ def embedding_bag(weight, indices, offsets, *, mode="sum", per_sample_weights=No
     return out, max_indices
 
 
-def sequential_row_sums(x):
+def sequential_row_sums(x: Array) -> Array:
     """``x[:, 0] + x[:, 1] + ...`` strictly left to right, each add rounded.
 
     Written with ``np.add.at`` on rows rather than ``np.add.accumulate``:
@@ -194,9 +223,11 @@ def sequential_row_sums(x):
     return acc[:, 0]
 
 
-def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum",
-                           per_sample_weights=None, weight=None, max_indices=None,
-                           include_last_offset=False, padding_idx=None, grad_weight=None):
+def embedding_bag_backward(grad: Array, indices: Array, offsets: Array, num_embeddings: int, *,
+                           mode: str = "sum", per_sample_weights: Array | None = None,
+                           weight: Array | None = None, max_indices: Array | None = None,
+                           include_last_offset: bool = False, padding_idx: int | None = None,
+                           grad_weight: Array | None = None) -> tuple[Array, Array | None]:
     """The weight gradient (accumulated into ``grad_weight`` when given) and, with
     ``per_sample_weights``, their gradient.
 
@@ -216,6 +247,7 @@ def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum"
         keep &= indices != padding_idx
     grad_psw = None
     if mode == "max":
+        assert max_indices is not None
         for j in range(d):
             mi = max_indices[:, j]
             sel = mi >= 0
@@ -231,6 +263,7 @@ def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum"
             scaled = (grad.astype(op) / np.maximum(counts, 1).astype(op)[:, None]).astype(grad.dtype)
         src = scaled[bag[keep]]
     if per_sample_weights is not None:
+        assert weight is not None
         prods = mul(src, weight[indices[keep]])
         grad_psw = np.zeros(indices.shape[0], dtype=grad.dtype)
         if d:
@@ -244,7 +277,7 @@ def embedding_bag_backward(grad, indices, offsets, num_embeddings, *, mode="sum"
 # --------------------------------------------------------------------------
 # max-norm, sparse gradients, optimizer steps
 
-def _c_pow():
+def _c_pow() -> Any:
     """The C library's pow, element-wise: what the compiled kernels call.
 
     (math.pow raises on overflow, and np.power may use a vector library whose
@@ -259,7 +292,7 @@ def _c_pow():
     return np.frompyfunc(fn, 2, 1)
 
 
-def row_norms(rows, norm_type):
+def row_norms(rows: Array, norm_type: float) -> Array:
     """Norms of the rows of ``rows``, in float64, summed strictly left to right.
 
     p = 2: sqrt of the sum of squares; p = 1: sum of |x|; p = inf: max |x|;
@@ -270,7 +303,7 @@ def row_norms(rows, norm_type):
     if x.shape[1] == 0:
         return np.zeros(x.shape[0])
     if norm_type == np.inf:
-        return np.max(x, axis=1)
+        return np.asarray(np.max(x, axis=1))
     if norm_type == 2.0:
         return np.sqrt(np.add.accumulate(x * x, axis=1)[:, -1])
     if norm_type == 1.0:
@@ -278,10 +311,10 @@ def row_norms(rows, norm_type):
     cpow = _c_pow()
     with np.errstate(all="ignore"):
         total = np.add.accumulate(cpow(x, norm_type).astype(np.float64), axis=1)[:, -1]
-        return cpow(total, 1.0 / norm_type).astype(np.float64)
+        return np.asarray(cpow(total, 1.0 / norm_type), dtype=np.float64)
 
 
-def renorm_(weight, indices, max_norm, norm_type=2.0):
+def renorm_(weight: Array, indices: Array, max_norm: float, norm_type: float = 2.0) -> Array:
     """PyTorch's embedding_renorm_: rows named in ``indices`` (once each) whose norm
     exceeds ``max_norm`` are multiplied by ``max_norm / (norm + 1e-7)``.
 
@@ -302,11 +335,18 @@ def renorm_(weight, indices, max_norm, norm_type=2.0):
     return weight
 
 
-def coalesce(indices, grad, *, padding_idx=None):
-    """Sorted unique rows and their summed gradients: ``np.add.at`` into zeros."""
+def coalesce(indices: Array, grad: Array, *, padding_idx: int | None = None,
+             scale_grad_by_freq: bool = False) -> tuple[Array, Array]:
+    """Sorted unique rows and their summed gradients: ``np.add.at`` into zeros.
+
+    With ``scale_grad_by_freq`` each gradient row is first scaled by
+    ``scale_by_freq``, as in ``embedding_backward``.
+    """
     d = grad.shape[-1]
     idx = indices.reshape(-1)
     g = grad.reshape(idx.shape[0], d)
+    if scale_grad_by_freq and idx.size:
+        g = scale_by_freq(g, idx)
     if padding_idx is not None:
         keep = idx != padding_idx
         idx, g = idx[keep], g[keep]
@@ -317,7 +357,7 @@ def coalesce(indices, grad, *, padding_idx=None):
     return rows.astype(np.int64), values
 
 
-def _first_nan_wins(r, a, b):
+def _first_nan_wins(r: Array, a: Any, b: Any) -> Array:
     """Where both ``a`` and ``b`` are NaN, ``r`` becomes ``a`` quieted (as x86 does)."""
     both = np.isnan(a) & np.isnan(b)
     if both.any():
@@ -326,20 +366,21 @@ def _first_nan_wins(r, a, b):
     return r
 
 
-def _binop(op, a, b):
+def _binop(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Array:
     with np.errstate(all="ignore"):
         r = np.asarray(op(a, b))
     return _first_nan_wins(r, a, b)
 
 
-def _decayed(w, g, weight_decay, op):
+def _decayed(w: Array, g: Array, weight_decay: float, op: Any) -> Array:
     if weight_decay == 0.0:
         return g
     # g + weight_decay * w; on NaN + NaN the gradient's payload survives
     return _binop(np.add, g, _binop(np.multiply, op(weight_decay), w))
 
 
-def sgd_step(weight, indices, grad, *, lr, weight_decay=0.0, padding_idx=None):
+def sgd_step(weight: Array, indices: Array, grad: Array, *, lr: float, weight_decay: float = 0.0,
+             padding_idx: int | None = None) -> Array:
     """One SGD update per distinct row: ``w -= lr * (g + weight_decay * w)``.
 
     Arithmetic in the add's precision (float32 for 16-bit tables), rounded to
@@ -351,18 +392,22 @@ def sgd_step(weight, indices, grad, *, lr, weight_decay=0.0, padding_idx=None):
     w = weight[rows].astype(op)
     gg = _decayed(w, g.astype(op), weight_decay, op)
     step = _binop(np.multiply, op(lr), gg)
-    weight[rows] = _binop(np.subtract, w, step).astype(weight.dtype)
+    with np.errstate(all="ignore"):  # rounding to the dtype may overflow: silent, like the kernels
+        weight[rows] = _binop(np.subtract, w, step).astype(weight.dtype)
     return weight
 
 
-def _adagrad_update(w, gg, state_rows, lr, eps, op):
-    denom = _binop(np.add, np.sqrt(state_rows), op(eps))
-    step = _binop(np.divide, _binop(np.multiply, op(lr), gg), denom)
-    return _binop(np.subtract, w, step)
+def _adagrad_update(w: Array, gg: Array, state_rows: Array, lr: float, eps: float,
+                    op: Any, dtype: np.dtype[Any]) -> Array:
+    with np.errstate(all="ignore"):  # sqrt of a negative state, overflow: silent, like the kernels
+        denom = _binop(np.add, np.sqrt(state_rows), op(eps))
+        step = _binop(np.divide, _binop(np.multiply, op(lr), gg), denom)
+        return _binop(np.subtract, w, step).astype(dtype)
 
 
-def adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_decay=0.0,
-                 padding_idx=None):
+def adagrad_step(weight: Array, state: Array, indices: Array, grad: Array, *, lr: float,
+                 eps: float = 1e-10, weight_decay: float = 0.0,
+                 padding_idx: int | None = None) -> tuple[Array, Array]:
     """Adagrad per distinct row, element-wise state (float32, or float64 for float64):
     ``s += g*g; w -= lr * g / (sqrt(s) + eps)``, with ``g += weight_decay * w`` first."""
     rows, g = coalesce(indices, grad, padding_idx=padding_idx)
@@ -371,12 +416,13 @@ def adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_decay=0.
     gg = _decayed(w, g.astype(op), weight_decay, op)
     s = _binop(np.add, state[rows], _binop(np.multiply, gg, gg))
     state[rows] = s
-    weight[rows] = _adagrad_update(w, gg, s, lr, eps, op).astype(weight.dtype)
+    weight[rows] = _adagrad_update(w, gg, s, lr, eps, op, weight.dtype)
     return weight, state
 
 
-def rowwise_adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_decay=0.0,
-                         padding_idx=None):
+def rowwise_adagrad_step(weight: Array, state: Array, indices: Array, grad: Array, *, lr: float,
+                         eps: float = 1e-10, weight_decay: float = 0.0,
+                         padding_idx: int | None = None) -> tuple[Array, Array]:
     """Row-wise Adagrad (one state value per row, as FBGEMM):
     ``s += mean_j(g*g)`` (summed left to right, divided by d), then as Adagrad."""
     rows, g = coalesce(indices, grad, padding_idx=padding_idx)
@@ -391,5 +437,5 @@ def rowwise_adagrad_step(weight, state, indices, grad, *, lr, eps=1e-10, weight_
         mean = np.zeros(rows.shape[0], dtype=op)
     s = _binop(np.add, state[rows], mean)
     state[rows] = s
-    weight[rows] = _adagrad_update(w, gg, s[:, None], lr, eps, op).astype(weight.dtype)
+    weight[rows] = _adagrad_update(w, gg, s[:, None], lr, eps, op, weight.dtype)
     return weight, state

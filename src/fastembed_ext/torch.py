@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from . import _api
+from ._checks import as_input
+from ._embedding import embedding_backward, gather
 
 __all__ = ["Embedding", "EmbeddingFunction", "embedding"]
 
@@ -25,19 +26,19 @@ __all__ = ["Embedding", "EmbeddingFunction", "embedding"]
 def _as_numpy_view(t: torch.Tensor, name: str) -> Any:
     if t.device.type != "cpu":
         raise TypeError(f"{name} must be a CPU tensor, got a tensor on {t.device}")
-    return _api._as_input(t.detach(), name)
+    return as_input(t.detach(), name)
 
 
 class EmbeddingFunction(torch.autograd.Function):
     """Autograd function: forward = gather, backward = embedding_backward."""
 
     @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, indices: torch.Tensor,  # type: ignore[override]
+    def forward(ctx: Any, weight: torch.Tensor, indices: torch.Tensor,
                 padding_idx: int | None, scale_grad_by_freq: bool,
                 num_threads: int | None) -> torch.Tensor:
         w = _as_numpy_view(weight, "weight")
         idx = _as_numpy_view(indices, "indices")
-        out = _api.gather(w, idx, num_threads=num_threads)
+        out = gather(w, idx, num_threads=num_threads)
         ctx.save_for_backward(indices)
         ctx.num_weights = weight.shape[0]
         ctx.padding_idx = padding_idx
@@ -46,9 +47,9 @@ class EmbeddingFunction(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         (indices,) = ctx.saved_tensors
-        grad_weight = _api.embedding_backward(
+        grad_weight = embedding_backward(
             _as_numpy_view(grad_output, "grad_output"), _as_numpy_view(indices, "indices"),
             ctx.num_weights, padding_idx=ctx.padding_idx,
             scale_grad_by_freq=ctx.scale_grad_by_freq, num_threads=ctx.num_threads)
@@ -58,7 +59,9 @@ class EmbeddingFunction(torch.autograd.Function):
 def embedding(input: torch.Tensor, weight: torch.Tensor, padding_idx: int | None = None,
               scale_grad_by_freq: bool = False, num_threads: int | None = None) -> torch.Tensor:
     """``torch.nn.functional.embedding`` through fastembed_ext (no max_norm, dense gradient)."""
-    return EmbeddingFunction.apply(weight, input, padding_idx, scale_grad_by_freq, num_threads)
+    out: torch.Tensor = EmbeddingFunction.apply(  # type: ignore[no-untyped-call]
+        weight, input, padding_idx, scale_grad_by_freq, num_threads)
+    return out
 
 
 class Embedding(torch.nn.Embedding):
