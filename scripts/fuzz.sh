@@ -10,19 +10,16 @@
 # default ~/.cache/fastembed_ext-fuzz) so that the next run replays them first.
 # Extra arguments go to pytest.
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-python3}"
+# shellcheck source=scripts/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+fe_init fuzz
 export FASTEMBED_EXT_FUZZ_EXAMPLES="${FASTEMBED_EXT_FUZZ_EXAMPLES:-20000}"
 export FASTEMBED_EXT_FUZZ_DB="${FASTEMBED_EXT_FUZZ_DB:-${XDG_CACHE_HOME:-$HOME/.cache}/fastembed_ext-fuzz}"
 mkdir -p "$FASTEMBED_EXT_FUZZ_DB"
-SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
-cd "$SCRATCH"
+cd "$WORK"
 echo "fuzz: $FASTEMBED_EXT_FUZZ_EXAMPLES examples per test, database $FASTEMBED_EXT_FUZZ_DB"
-start=$(date +%s)
 rc=0
 "$PY" -m pytest -p no:cacheprovider "$ROOT/tests/test_hostile_fuzz.py" -q \
     --hypothesis-show-statistics "$@" || rc=$?
-echo "fuzz: exit $rc after $(( $(date +%s) - start )) s"
+echo "fuzz: exit $rc after $(fe_elapsed) s"
 exit "$rc"

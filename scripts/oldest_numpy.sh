@@ -20,38 +20,16 @@
 #   KEEP_WORK=1                  keep the temporary venvs
 # Exits non-zero if the oldest version the package claims (the first one) fails.
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+OUT="${WHEELHOUSE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/wheelhouse}"
+fe_init oldest_numpy "$OUT/logs/oldest_numpy"
 HELPERS="$ROOT/scripts/wheels"
-OUT="${WHEELHOUSE:-$ROOT/wheelhouse}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed-oldnumpy.XXXXXX")"
-LOGS="$WORK/logs"            # published to $OUT/logs/oldest_numpy on exit (whole, by rename)
 LOGS_OUT="$OUT/logs/oldest_numpy"
-finish() {
-    if [ -d "$LOGS" ]; then
-        { mkdir -p "$OUT/logs" && rm -rf "$LOGS_OUT.new.$$" && cp -r "$LOGS" "$LOGS_OUT.new.$$" \
-              && rm -rf "$LOGS_OUT" && mv "$LOGS_OUT.new.$$" "$LOGS_OUT"; } || true
-    fi
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "oldest_numpy: kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-T0=$SECONDS
-# in a subshell before a test command: cap its address space (see TEST_VMEM_GB)
-cap_memory() {
-    local gb="${TEST_VMEM_GB:-16}"
-    [ "$gb" -gt 0 ] && ulimit -v $((gb * 1024 * 1024))
-    return 0
-}
-die() { echo "oldest_numpy: $*" >&2; exit 1; }
 
 read -r -a VERSIONS <<<"${NUMPY_VERSIONS:-1.25.2 1.26.4 2.0.2 2.1.3 latest}"
-if [ -z "${PYTHON:-}" ]; then
-    PYTHON="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11.* 2>/dev/null \
-              | grep -E '/3\.11\.[0-9]+$' | sort -V | tail -n 1 || true)"
-    PYTHON="${PYTHON:+$PYTHON/bin/python3}"
-    PYTHON="${PYTHON:-$(command -v python3.11 || true)}"
-fi
-[ -n "$PYTHON" ] && [ -x "$PYTHON" ] || die "no Python 3.11 found (set PYTHON)"
+PYTHON="${PYTHON:-$(fe_python 11)}"
+[ -n "$PYTHON" ] && [ -x "$PYTHON" ] || fe_die "no Python 3.11 found (set PYTHON)"
 tag="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
 WHEEL="${1:-}"
@@ -59,10 +37,8 @@ if [ -z "$WHEEL" ]; then
     WHEEL="$(ls -t "$OUT"/fastembed_ext-*-"$tag"-"$tag"-manylinux*.whl 2>/dev/null | head -n 1 || true)"
 fi
 [ -n "$WHEEL" ] && [ -f "$WHEEL" ] \
-    || die "no $tag wheel in $OUT: run scripts/build_wheels.sh first, or pass a wheel"
+    || fe_die "no $tag wheel in $OUT: run scripts/build_wheels.sh first, or pass a wheel"
 WHEEL="$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")"
-mkdir -p "$LOGS"
-
 # The tests that go with the wheel: those of the sdist build_wheels.sh made in
 # the same run (same snapshot as the wheel), else a copy of the checkout's.
 version="$(basename "$WHEEL" | cut -d- -f2)"
@@ -80,15 +56,11 @@ else
     find "$SNAP" -name __pycache__ -prune -exec rm -rf {} +
     TESTS_FROM="$ROOT/tests (no sdist beside the wheel: may not match the wheel)"
 fi
-[ -f "$SNAP/tests/conftest.py" ] || die "no tests/ in $SNAP"
+[ -f "$SNAP/tests/conftest.py" ] || fe_die "no tests/ in $SNAP"
 
 echo "wheel:   $(basename "$WHEEL")"
 echo "python:  $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')  ($PYTHON)"
-TORCH=""
-if [ -n "${TORCH_WHEELS-/opt/wheels}" ]; then
-    TORCH="$(ls "${TORCH_WHEELS-/opt/wheels}"/torch-*+cpu-"$tag"-"$tag"-*linux*_x86_64.whl 2>/dev/null \
-             | sort -V | tail -n 1 || true)"
-fi
+TORCH="$(fe_local_torch "$tag")"
 echo "tests:   $TESTS_FROM"
 echo "torch:   ${TORCH:-none (its DLPack/interop tests will skip)}"
 echo "numpy:   ${VERSIONS[*]}"
@@ -118,7 +90,7 @@ for v in "${VERSIONS[@]}"; do
         continue
     fi
     got="$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')"
-    [ "$got" = "$v" ] || [ "$v" = latest ] || die "asked for numpy $v, got $got"
+    [ "$got" = "$v" ] || [ "$v" = latest ] || fe_die "asked for numpy $v, got $got"
     if [ "$v" = latest ]; then LATEST="$got"; echo "  (latest = numpy $got)"; fi
     mkdir -p "$run"
     status=ok
@@ -132,14 +104,14 @@ for v in "${VERSIONS[@]}"; do
     for cmd in "check" ""; do
         printf '\n$ python -m fastembed_ext %s\n' "$cmd" >>"$log"
         # shellcheck disable=SC2086
-        if ! (cap_memory; cd "$run" && "$venv/bin/python" -m fastembed_ext $cmd) >>"$log" 2>&1; then
+        if ! (fe_cap_memory; cd "$run" && "$venv/bin/python" -m fastembed_ext $cmd) >>"$log" 2>&1; then
             status=failed; notes+=("python -m fastembed_ext ${cmd:-(main job)} failed")
         fi
     done
     printf '\n$ python -m pytest -p no:cacheprovider tests -q -rfE %s\n' "${PYTEST_ARGS:-}" >>"$log"
     rc=0
     # shellcheck disable=SC2086
-    (cap_memory; cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider "$SNAP/tests" -q -rfE ${PYTEST_ARGS:-}) \
+    (fe_cap_memory; cd "$run" && "$venv/bin/python" -m pytest -p no:cacheprovider "$SNAP/tests" -q -rfE ${PYTEST_ARGS:-}) \
         >>"$log" 2>&1 || rc=$?
     last="$(grep -E '(passed|failed|error|no tests ran)' "$log" | tail -n 1 || true)"
     if [ "$rc" -ne 0 ]; then
@@ -168,5 +140,5 @@ done
 claim="$("$PYTHON" -c 'import sys, tomllib; d = tomllib.load(open(sys.argv[1], "rb"))
 print(" ".join(r for r in d["project"]["dependencies"] if r.startswith("numpy")))' "$ROOT/pyproject.toml")"
 echo "  lowest passing version tried: ${FIRST_OK:-none}   (pyproject claims $claim)"
-echo "  total $((SECONDS - T0)) s"
-[ "$OLDEST_FAILED" -eq 0 ] || die "the oldest NumPy tried (${VERSIONS[0]}) fails"
+echo "  total $(fe_elapsed) s"
+[ "$OLDEST_FAILED" -eq 0 ] || fe_die "the oldest NumPy tried (${VERSIONS[0]}) fails"

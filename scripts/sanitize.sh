@@ -9,14 +9,9 @@
 #
 # Needs gcc with libasan/libubsan (Debian: gcc, libgcc-12-dev) and PyPI for the venv.
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="$(command -v "${PYTHON:-python3}")"   # the calling interpreter, before any venv
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed_ext-asan.XXXXXX")"
-KEEP="${KEEP_WORK:-0}"
-cleanup() { if [ "$KEEP" != 1 ]; then rm -rf "$WORK"; else echo "sanitize: kept $WORK"; fi; }
-trap cleanup EXIT
-start=$(date +%s)
+# shellcheck source=scripts/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+fe_init sanitize
 
 SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
 # e.g. SANITIZE_EXTRA_CFLAGS=-fno-sanitize=alignment, to look past a known report
@@ -25,24 +20,19 @@ LIBASAN="$(gcc -print-file-name=libasan.so)"
 LIBUBSAN="$(gcc -print-file-name=libubsan.so)"
 [ -e "$LIBASAN" ] || { echo "sanitize: no libasan.so from gcc" >&2; exit 2; }
 
-echo "== copy of the checkout (no build products) in $WORK/src"
-mkdir -p "$WORK/src"
-tar -C "$ROOT" --exclude=./.git --exclude=./build --exclude=./dist --exclude=./wheelhouse \
-    --exclude='*.so' --exclude='./src/fastembed_ext/_kernels.c' --exclude='*.egg-info' \
-    --exclude=.hypothesis --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
+fe_say "copy of the checkout (no build products) in $WORK/src"
+fe_copy_checkout "$WORK/src"
 
-echo "== fresh venv, build dependencies, instrumented build"
-"$PY" -m venv "$WORK/venv"
+fe_say "fresh venv, build dependencies, instrumented build"
+fe_fresh_venv "$PY" "$WORK/venv"
 # shellcheck disable=SC1091
 . "$WORK/venv/bin/activate"
-python -m pip install -q --upgrade pip
 # the test extras; ml_dtypes and threadpoolctl so that their tests run too.  torch
 # is left out: a 700 MB uninstrumented runtime under ASan only slows the run, and
 # its interop tests skip without it.
 # The test tools at the versions the calling interpreter has, where it has them,
 # so that this run differs from the ordinary one by the sanitizers only.
-PINS=$("$PY" -m pip list --format=freeze 2>/dev/null \
-       | grep -iE '^(pytest|hypothesis|pytest-benchmark|numpy|cython|ml_dtypes|threadpoolctl)==' || true)
+PINS=$(fe_pins 'pytest|hypothesis|pytest-benchmark|numpy|cython|ml_dtypes|threadpoolctl')
 python -m pip install -q "Cython>=3.1" "numpy>=2.0" "setuptools>=68" wheel \
     pytest hypothesis pytest-benchmark ml_dtypes threadpoolctl $PINS
 cd "$WORK/src"
@@ -60,9 +50,7 @@ if ! nm -D "$SO" | grep -q "__asan_report\|__ubsan_handle"; then
 fi
 echo "instrumented: $SO"
 
-echo "== test suite under ASan + UBSan"
-LOGS="$WORK/logs"
-mkdir -p "$LOGS"
+fe_say "test suite under ASan + UBSan"
 export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 # Python and NumPy leak on purpose at exit: leak checking off.  pymalloc would
 # hide heap overflows of Python objects inside its arenas: plain malloc instead.
@@ -79,8 +67,8 @@ import sys, fastembed_ext as fe
 i = fe.info()
 assert i['compiled'], i['compiled_error']
 assert i['openmp'] or '${FASTEMBED_EXT_OPENMP:-1}' == '0', 'the instrumented build has no OpenMP'
-assert fe._api._kernels.__file__.startswith('$WORK/venv'), fe._api._kernels.__file__
-print('loaded:', fe._api._kernels.__file__)
+assert fe._runtime.kernels.__file__.startswith('$WORK/venv'), fe._runtime.kernels.__file__
+print('loaded:', fe._runtime.kernels.__file__)
 "
 
 # Nothing is deselected.  The tests past 2**31 elements (4 GiB tables) run too:
@@ -106,5 +94,5 @@ if grep -qE ":[0-9]+:[0-9]+: runtime error:|ERROR: AddressSanitizer|ERROR: LeakS
     rc=1
 fi
 [ -z "$reports" ] || rc=1
-echo "== sanitize: exit $rc after $(( $(date +%s) - start )) s"
+echo "== sanitize: exit $rc after $(fe_elapsed) s"
 exit "$rc"

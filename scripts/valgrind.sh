@@ -14,28 +14,18 @@
 #
 #   scripts/valgrind.sh              # extra arguments go to the pytest part
 set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="$(command -v "${PYTHON:-python3}")"   # the calling interpreter, before any venv
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastembed_ext-valgrind.XXXXXX")"
-KEEP="${KEEP_WORK:-0}"
-cleanup() { if [ "$KEEP" != 1 ]; then rm -rf "$WORK"; else echo "valgrind: kept $WORK"; fi; }
-trap cleanup EXIT
-start=$(date +%s)
+# shellcheck source=scripts/_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+fe_init valgrind
 command -v valgrind >/dev/null || { echo "valgrind: not installed (apt-get install valgrind)" >&2; exit 2; }
 
-echo "== copy of the checkout, fresh venv, build with -g"
-mkdir -p "$WORK/src"
-tar -C "$ROOT" --exclude=./.git --exclude=./build --exclude=./dist --exclude=./wheelhouse \
-    --exclude='*.so' --exclude='./src/fastembed_ext/_kernels.c' --exclude='*.egg-info' \
-    --exclude=.hypothesis --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
-"$PY" -m venv "$WORK/venv"
+fe_say "copy of the checkout, fresh venv, build with -g"
+fe_copy_checkout "$WORK/src"
+fe_fresh_venv "$PY" "$WORK/venv"
 # shellcheck disable=SC1091
 . "$WORK/venv/bin/activate"
-python -m pip install -q --upgrade pip
 # the test tools at the versions the calling interpreter has, where it has them
-PINS=$("$PY" -m pip list --format=freeze 2>/dev/null \
-       | grep -iE '^(pytest|hypothesis|numpy|cython|ml_dtypes)==' || true)
+PINS=$(fe_pins 'pytest|hypothesis|numpy|cython|ml_dtypes')
 python -m pip install -q "Cython>=3.1" "numpy>=2.0" "setuptools>=68" wheel pytest hypothesis ml_dtypes $PINS
 (cd "$WORK/src" && CFLAGS="-g -fno-omit-frame-pointer" python -m pip install -q --no-build-isolation --no-deps .)
 cd "$WORK"
@@ -124,7 +114,7 @@ for level in (0, 1, 2):
                     if dtype.itemsize == 2 and dtype != np.float16:
                         continue  # the naive kernel's bfloat16 flag is internal
                     res = gw.copy()
-                    _kernels.naive_scatter_add_rows(res, flat, g, -1)
+                    _kernels.naive_scatter_add_rows(res, flat, g, -1, False)
                     same(res, add_at(gw, flat, g), "naive scatter_add")
                     for scale in (False, True):
                         got = fe.embedding_backward(g.reshape(idx.shape + (d,)), idx, T,
@@ -235,5 +225,5 @@ for f in "$LOG".*; do
 done
 grep -h "ERROR SUMMARY" "$LOG".* | sort | uniq -c
 [ "$errors" = 0 ] || rc=1
-echo "== valgrind: exit $rc after $(( $(date +%s) - start )) s"
+echo "== valgrind: exit $rc after $(fe_elapsed) s"
 exit "$rc"

@@ -29,8 +29,11 @@ FORBIDDEN_GLOBS = ("*.c", "*.o", "*.obj", "*.so", "*.pyd", "*.html", "build/*", 
                    "*/__pycache__/*", "*.pyc")
 WHEEL_SOURCE_GLOBS = ("*.c", "*.pyx", "*.pxd", "*.h", "*.o", "*.obj", "*.html",
                       "build/*", "tests/*", "bench/*", "src/*", "*.egg-info/*", "*/__pycache__/*", "*.pyc")
-WHEEL_REQUIRED = ("fastembed_ext/__init__.py", "fastembed_ext/__main__.py", "fastembed_ext/_api.py",
-                  "fastembed_ext/_reference.py", "fastembed_ext/_version.py", "fastembed_ext/py.typed")
+WHEEL_REQUIRED = ("fastembed_ext/__init__.py", "fastembed_ext/__main__.py",
+                  "fastembed_ext/_runtime.py", "fastembed_ext/_checks.py",
+                  "fastembed_ext/_embedding.py", "fastembed_ext/_bag.py", "fastembed_ext/_sparse.py",
+                  "fastembed_ext/_reference.py", "fastembed_ext/_workloads.py",
+                  "fastembed_ext/_version.py", "fastembed_ext/py.typed")
 
 
 def _match(path, globs):
