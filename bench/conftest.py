@@ -92,7 +92,7 @@ def describe(benchmark, backend, threads):
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
         "fastembed_ext": fastembed_ext.__version__,
-        "openmp": fastembed_ext.info()["openmp"],
+        "engine": fastembed_ext.info()["engine"],
     })
 
 

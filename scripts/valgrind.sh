@@ -200,9 +200,6 @@ VG=(valgrind --tool=memcheck --error-exitcode=97 --leak-check=no --undef-value-e
     --track-origins=no --num-callers=30 --show-error-list=yes --suppressions="$WORK/glibc.supp"
     --log-file="$LOG.%p")
 export PYTHONMALLOC=malloc
-# libgomp's workers spin while they wait; under valgrind's one-thread-at-a-time
-# scheduling that only burns time
-export OMP_WAIT_POLICY=passive
 rc=0
 
 echo "== valgrind: every kernel, directly"

@@ -54,7 +54,7 @@ def parallel_gather_sizes(dtype):
     build = fe.info()["build"]
     itemsize = np.dtype(dtype).itemsize
     d = PARALLEL_DIM
-    threshold = build.get("gather_parallel_min_bytes", 0)
+    threshold = build.get("parallel_min_bytes", 0)
     batch = max(PARALLEL_BATCH, 2 * _ceil_div(threshold, d * itemsize))
     return 1000, batch, d
 
@@ -62,16 +62,14 @@ def parallel_gather_sizes(dtype):
 def parallel_scatter_sizes(dtype):
     """(T, B, d) for a scatter-add that does start threads when asked for more than one.
 
-    Honours every threshold the build reports: bytes moved, row width and
-    table size.
+    Honours every threshold the build reports: bytes moved and row width.
     """
     build = fe.info()["build"]
     itemsize = np.dtype(dtype).itemsize
     d = max(PARALLEL_DIM, _ceil_div(build.get("scatter_parallel_min_row_bytes", 0), itemsize))
-    rows = max(1000, _ceil_div(build.get("scatter_parallel_min_table_bytes", 0), d * itemsize))
-    threshold = build.get("scatter_parallel_min_bytes", 0)
+    threshold = build.get("parallel_min_bytes", 0)
     batch = max(PARALLEL_BATCH, 2 * _ceil_div(threshold, d * itemsize))
-    return rows, batch, d
+    return 16384, batch, d
 
 
 def dtype_id(dtype):
@@ -270,20 +268,33 @@ def rng(request):
 
 
 # the library's process state (set_num_threads and friends)
-_RUNTIME_STATE = ("default_threads", "threads_error", "forked_serial", "forced_backend",
-                  "backend_error", "kernels", "kernels_error", "lean_kernels")
+_RUNTIME_STATE = ("threads_error", "forced_backend", "backend_error", "kernels", "kernels_error",
+                  "lean_kernels")
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     """Every test leaves the library's global state as it found it."""
     saved = {name: getattr(_runtime, name) for name in _RUNTIME_STATE}
+    threads = _kernels.default_threads()
     yield
     for name, value in saved.items():
         setattr(_runtime, name, value)
     _runtime._sync_kernels()
+    _kernels.set_default_threads(*threads)
     _kernels.fail_allocation(0)
     _kernels.use_naive_kernels(False)
+
+
+@pytest.fixture(autouse=True)
+def _threaded_scatter_on_any_machine():
+    """The scatter-add plan judges the machine (its load among others); the tests
+    switch that judgement off so that every call with two or more threads above
+    the parallel threshold runs the threaded kernel, whatever else is running.
+    (The plan itself is tested with it on, in test_threads_and_config.py.)"""
+    _kernels.scatter_heuristics(False)
+    yield
+    _kernels.scatter_heuristics(True)
     _kernels.use_f16c(True)
     _kernels.set_isa_level(2)
 

@@ -311,17 +311,16 @@ _BUILD = fe.info()["build"]
 
 
 def _big_scatter_shape(vdt):
-    # past every threshold of the parallel scatter (rows, table and updates; read
-    # from the build so that the fuzz follows a retuning)
+    # past every threshold of the parallel scatter (row width and updates; read
+    # from the build so that the fuzz follows a retuning), in a table larger
+    # than the caches
     row_bytes = max(256, _BUILD.get("scatter_parallel_min_row_bytes", 0))
-    table = max(1 << 25, _BUILD.get("scatter_parallel_min_table_bytes", 0))
-    return table // row_bytes + 3, max(1, row_bytes // vdt.itemsize)
+    return (1 << 25) // row_bytes + 3, max(1, row_bytes // vdt.itemsize)
 
 
 def _big_batch(row_bytes, minimum=8192):
-    """A batch size past the parallel thresholds (bytes moved) for rows of ``row_bytes``."""
-    most = max(_BUILD.get("gather_parallel_min_bytes", 0), _BUILD.get("scatter_parallel_min_bytes", 0))
-    return max(minimum, 2 * -(-most // max(1, row_bytes)))
+    """A batch size past the parallel threshold (bytes moved) for rows of ``row_bytes``."""
+    return max(minimum, 2 * -(-_BUILD.get("parallel_min_bytes", 0) // max(1, row_bytes)))
 
 
 def _draw_dest(draw, case, bad, dtype, big=False):

@@ -126,10 +126,9 @@ def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, di
     itemsize = np.dtype(dtype).itemsize
     T, B, d = 70_000, 6_000, 512 // itemsize
     build = fe.info()["build"]
-    # the shape is chosen so that the parallel partition really runs
+    # the shape is chosen so that the threads really split the columns
     assert d * itemsize >= build["scatter_parallel_min_row_bytes"]
-    assert T * d * itemsize >= build["scatter_parallel_min_table_bytes"]
-    assert B * d * itemsize >= build["scatter_parallel_min_bytes"]
+    assert B * d * itemsize >= build["parallel_min_bytes"]
     base = np.zeros((T, d), dtype)
     base[:100] = _specials(rng, (100, d), dtype)
     idx = {

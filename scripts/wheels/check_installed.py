@@ -1,12 +1,12 @@
-"""Run inside a test environment: is the package the installed wheel, with its own libgomp?
+"""Run inside a test environment: is the package the installed wheel, with its engine?
 
     python check_installed.py SOURCE_ROOT [--serial]
 
 Fails (exit 1) if fastembed_ext or its extension is imported from SOURCE_ROOT
-rather than site-packages, if the compiled backend is missing, or (unless
---serial) if the build lacks OpenMP or the libgomp the process mapped is not
-the copy bundled in the wheel's fastembed_ext.libs/.  Prints one line of facts
-(Python, NumPy, package version, OpenMP, libgomp path) for the summary.
+rather than site-packages, if the compiled backend is missing, if (unless
+--serial) the build has no parallel engine, or if the extension pulls in an
+OpenMP runtime (the engine is plain pthreads: a wheel bundles no libgomp).
+Prints one line of facts (Python, NumPy, package version, engine) for the summary.
 """
 
 import os
@@ -32,16 +32,15 @@ def main(argv):
     info = fe.info()
     if not info.get("compiled"):
         failures.append(f"compiled kernels missing: {info.get('compiled_error')}")
-    gomp = []
+    omp = []
     if sys.platform.startswith("linux"):
         with open("/proc/self/maps") as f:
-            gomp = sorted({line.split()[-1] for line in f if "libgomp" in line})
-    if not serial:
-        if not info.get("openmp"):
-            failures.append(f"OpenMP build expected, info()['openmp'] = {info.get('openmp')!r}")
-        if sys.platform.startswith("linux"):
-            if len(gomp) != 1 or "fastembed_ext.libs" not in gomp[0]:
-                failures.append(f"libgomp not loaded from the wheel's fastembed_ext.libs/: {gomp}")
+            omp = sorted({line.split()[-1] for line in f
+                          if "fastembed_ext" in line and "omp" in line.rsplit("/", 1)[-1]})
+    if omp:
+        failures.append(f"an OpenMP runtime shipped with the wheel: {omp}")
+    if not serial and not info.get("parallel"):
+        failures.append(f"a parallel engine expected, info()['engine'] = {info.get('engine')!r}")
 
     try:
         from importlib.metadata import version
@@ -49,7 +48,7 @@ def main(argv):
     except Exception:
         torch = None
     print(f"python {sys.version.split()[0]}  numpy {np.__version__}  torch {torch}  fastembed_ext {fe.__version__}"
-          f"  backend {info.get('backend')!r}  openmp {info.get('openmp')!r}  libgomp {gomp or None}")
+          f"  backend {info.get('backend')!r}  engine {info.get('engine')!r}")
     for f in failures:
         print("FAIL:", f)
     return 1 if failures else 0

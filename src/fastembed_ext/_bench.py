@@ -9,7 +9,7 @@ tree.
 import json
 import platform
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -139,3 +139,128 @@ def _plot(results: list[dict[str, Any]], path: str, threads: int) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"saved {path}")
+
+
+# --------------------------------------------------------------------------
+# threads under load: python -m fastembed_ext bench --load
+
+LOAD_T, LOAD_D = 200_000, 128
+
+_WORKER = """
+import sys, time
+import numpy as np
+import fastembed_ext as fe
+T, D, B, seed, seconds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[6])
+n = None if sys.argv[5] == "default" else int(sys.argv[5])
+rng = np.random.default_rng(seed)
+w = rng.random((T, D), dtype=np.float32); gw = np.zeros((T, D), np.float32)
+idx = rng.integers(0, T, B); g = rng.random((B, D), dtype=np.float32); out = np.empty((B, D), np.float32)
+fe.gather(w, idx, out=out, num_threads=n); fe.scatter_add(gw, idx, g, num_threads=n)
+print("ready", flush=True); sys.stdin.readline()
+calls, end = 0, time.perf_counter() + seconds
+while time.perf_counter() < end:
+    fe.gather(w, idx, out=out, num_threads=n); fe.scatter_add(gw, idx, g, num_threads=n); calls += 1
+print(calls / seconds, flush=True)
+"""
+
+
+def _processes_rate(processes: int, threads: str, seconds: float) -> float:
+    """Aggregate gather + scatter_add pairs per second of `processes` processes at once."""
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(LOAD_T), str(LOAD_D), str(B),
+                               str(p), threads, str(seconds)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for p in range(processes)]
+    for p in procs:                      # every table built before any clock starts
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return sum(float(p.communicate()[0]) for p in procs)
+
+
+def _busy_neighbour() -> Any:
+    import subprocess
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, Any],
+                    threads: int) -> str:
+    """Why a call of `op` on `threads` threads runs on one, or '' when it runs threaded."""
+    from . import _runtime as rt
+    if rt.kernels is None or not rt.kernels.build_info()["parallel"]:
+        return "a serial build"
+    build = rt.kernels.build_info()
+    row_bytes = table.shape[1] * table.itemsize
+    if ids.size * row_bytes < build["parallel_min_bytes"]:
+        return f"below the {build['parallel_min_bytes'] >> 10} KiB a call needs for threads"
+    if op != "scatter_add":
+        return ""
+    plan = rt.kernels.scatter_plan(table, np.ascontiguousarray(ids.reshape(-1)), threads)
+    if plan["threads"] > 1:
+        return ""
+    if row_bytes < build["scatter_parallel_min_row_bytes"]:
+        return f"rows of {row_bytes} B, under {build['scatter_parallel_min_row_bytes']} B"
+    if row_bytes < build["scatter_long_row_bytes"] and \
+            table.shape[0] < build["scatter_min_table_rows_per_update"] * ids.size:
+        return (f"a table of {table.shape[0]} rows for {ids.size} updates: streaming the gradient "
+                f"dominates, and two threads both stream it")
+    if plan["distinct_percent"] < build["scatter_min_distinct_percent"]:
+        return (f"{plan['distinct_percent']}% of sampled updates have a row of their own: a hot "
+                f"set in cache, bound by streaming the gradient")
+    if plan["largest_part_percent"] >= 90:
+        return "one row range holds the hot set"
+    others = rt.kernels.runnable_others()
+    if others:
+        return f"{others} other runnable task(s) on the CPUs: threads would share cores"
+    return "the plan kept one thread"
+
+
+def run_load(seconds: float = 3.0, processes: int | None = None) -> int:
+    """Default threads against one thread: quiet, beside a busy loop, and with
+    `processes` processes at once (default: one per CPU this process may use)."""
+    from ._runtime import cpu_budget
+    if _runtime.kernels is None:
+        print(f"fastembed_ext: {_runtime.unavailable_message()}", file=sys.stderr)
+        return 1
+    processes = processes or max(2, cpu_budget()[0])
+    default = fe.get_num_threads()
+    rng = np.random.default_rng(0)
+    w = rng.random((LOAD_T, LOAD_D), dtype=np.float32)
+    gw = np.zeros((LOAD_T, LOAD_D), np.float32)
+    ids = rng.integers(0, LOAD_T, B)
+    g = rng.random((B, LOAD_D), dtype=np.float32)
+    out = np.empty((B, LOAD_D), np.float32)
+    calls: dict[str, Callable[[int | None], Any]] = {
+             "gather(out=)": lambda n: fe.gather(w, ids, out=out, num_threads=n),
+             "scatter_add": lambda n: fe.scatter_add(gw, ids, g, num_threads=n)}
+    print(f"fastembed_ext {fe.__version__} bench --load: float32 T={LOAD_T} d={LOAD_D} B={B}, "
+          f"default threads {default} ({fe.info()['num_threads_source']}), "
+          f"engine {fe.info()['engine']}")
+    print(f"{'condition':<18}{'operation':<15}{'1 thread ms':>12}{'default ms':>12}"
+          f"{'default/1 thread':>18}")
+    worst = float("inf")
+    for condition in ("quiet", "busy neighbour"):
+        busy = _busy_neighbour() if condition == "busy neighbour" else None
+        try:
+            for name, call in calls.items():
+                t1 = _median(lambda: call(1), budget=1.0, min_rounds=5, max_rounds=40)
+                td = _median(lambda: call(None), budget=1.0, min_rounds=5, max_rounds=40)
+                worst = min(worst, t1 / td)
+                why = explain_threads(name.split("(")[0], gw, ids, default)
+                note = f"  (one thread: {why})" if why else ""
+                print(f"{condition:<18}{name:<15}{t1 * 1e3:>12.2f}{td * 1e3:>12.2f}"
+                      f"{t1 / td:>17.2f}x{note}")
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    r1 = _processes_rate(processes, "1", seconds)
+    rd = _processes_rate(processes, "default", seconds)
+    worst = min(worst, rd / r1)
+    print(f"{processes} processes at once, gather + scatter_add pairs per second in total: "
+          f"1 thread each {r1:.1f}, default each {rd:.1f}: {rd / r1:.2f}x")
+    print(f"worst default/1 thread: {worst:.2f}x "
+          f"({'holds' if worst >= 0.9 else 'SHORT of'} the 0.9x the engine is built for)")
+    return 0

@@ -18,18 +18,40 @@
 # than typed memoryviews: acquiring a buffer per argument costs more than the
 # whole copy on a small batch.
 
-from libc.stdint cimport int32_t, int64_t, uint16_t
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.math cimport fabs, pow, sqrt, sqrtf, isnan, INFINITY
 from libc.string cimport memcpy, memset
-from cython.parallel cimport prange
 
 cimport numpy as cnp
 
-from fastembed_ext._openmp cimport (fe_get_pool_started, fe_mark_pool_started, fe_omp_max_threads,
-                                    fe_openmp_enabled, fe_openmp_version)
-
 cnp.import_array()
+
+cdef extern from "_fe_engine.h" nogil:
+    # the parallel engine: fe_run(fn, ctx, nchunks, nthreads) runs fn(ctx, c)
+    # for every chunk c, the calling thread included (see the header)
+    ctypedef void (*fe_task_fn)(void* ctx, ptrdiff_t chunk) noexcept nogil
+    const char* FE_ENGINE_NAME
+    int FE_MAX_THREADS
+    void fe_run(fe_task_fn fn, void* ctx, ptrdiff_t nchunks, int nthreads)
+    int fe_engine_parallel()
+    int fe_engine_workers()
+    long fe_engine_jobs()
+    long fe_engine_jobs_alone()
+    int fe_engine_helper_share()
+    Py_ssize_t fe_load_acquire(Py_ssize_t* p)
+    void fe_store_release(Py_ssize_t* p, Py_ssize_t v)
+    void fe_add_release(Py_ssize_t* p, Py_ssize_t v)
+    bint fe_try_take(int* flag)
+    void fe_release(int* flag)
+    void fe_pause_or_yield(Py_ssize_t spins)
+    int fe_runnable_others()
+    int fe_cpu_budget
+    void fe_engine_init()
+    int fe_default_threads
+    int fe_threads_source
+    void fe_set_default_threads(int n, int source)
 
 cdef extern from "_fe_add.h" nogil:
     # float32/float64 scalar operations with a pinned NaN rule, and the row
@@ -116,27 +138,38 @@ BAG_MODES = {"sum": BAG_SUM, "mean": BAG_MEAN, "max": BAG_MAX}
 OPTIMIZERS = {"sgd": OPT_SGD, "adagrad": OPT_ADAGRAD, "rowwise_adagrad": OPT_ROWWISE_ADAGRAD}
 
 
-# Below this many bytes moved, a call stays on the calling thread: waking the
-# OpenMP team costs more than it saves, and on a loaded machine a parallel
-# region waits for a descheduled thread (a training loop of 655 KB gathers ran
-# 25x slower with 2 threads than with 1 while the other core was busy).  The
-# bag and row-update kernels share the figure, measured for gather; each has
-# its own name so that it can be tuned apart.
-cdef Py_ssize_t GATHER_PARALLEL_MIN_BYTES = 1 << 20
-cdef Py_ssize_t BAG_PARALLEL_MIN_BYTES = 1 << 20
-cdef Py_ssize_t ROWS_PARALLEL_MIN_BYTES = 1 << 20
-# A parallel scatter pays for its partition pass only when the rows are wide
-# and the table is larger than the caches (bench/, 2 cores: a cache-resident
-# table or 64-byte rows ran at 0.6-0.98x of one thread; T=1M d=64 at 1.6x).
-cdef Py_ssize_t SCATTER_PARALLEL_MIN_BYTES = 1 << 20
-cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 256
-cdef Py_ssize_t SCATTER_PARALLEL_MIN_TABLE_BYTES = 1 << 25
+# The cost model of every parallel kernel: work is measured in bytes of rows
+# moved (read from the table or the gradient, written to the output or the
+# table) and cut into chunks of CHUNK_BYTES, which threads claim one at a
+# time; below PARALLEL_MIN_BYTES a call stays on the calling thread, because
+# a helper that wakes after the caller is done only costs the wake-up.
+cdef Py_ssize_t CHUNK_BYTES = 1 << 16
+cdef Py_ssize_t PARALLEL_MIN_BYTES = 1 << 18
+# Scatter-add threads own columns: each thread applies every update, in index
+# order, to its band of whole cache lines of the row, so rows narrower than
+# two lines stay on one thread.
+cdef Py_ssize_t LINE_BYTES = 64
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * 64
+# parts (row ranges) per thread, so that a late or descheduled helper's share
+# is taken by the others; each part scans the index list once
+cdef Py_ssize_t PARTS_PER_THREAD = 1
+cdef Py_ssize_t SCATTER_BLOCKS_PER_LANE = 16
+# test hook: the plan's judgement (row width, table size, distinct rows, load)
+# can be switched off, so that tests run the threaded scatter on any machine
+cdef bint _scatter_heuristics = True
+# when a parallel scatter-add pays (see _scatter_plan): the least share of
+# sampled updates with a row of their own (percent), and a table of at least
+# this many rows per update unless the rows are long
+cdef Py_ssize_t SCATTER_MIN_DISTINCT = 50
+cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 8
+cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
 
-# Row-ownership partition of a parallel scatter: indices are histogrammed into
-# at most this many buckets of consecutive rows, and cut into parts of equal
-# index counts along the bucket boundaries.
-cdef int N_BUCKETS_MAX = 4096
-cdef int MAX_PARTS = 64
+cdef enum:
+    SCATTER_MAX_PARTS = 64
+    SCATTER_BUCKETS = 4096      # the sample's histogram: row ranges of T / 4096 rows
+    SCATTER_SAMPLES = 2048      # with a 4096-slot hash set: 68 KB of stack in all
+
+
 
 # Rows are prefetched this many indices ahead when the table is larger than
 # the caches: the loads of a random gather are otherwise serialised misses.
@@ -145,13 +178,12 @@ cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 24
 
 fe_set_use_f16c(1)
 fe_set_isa_level(2)
+fe_engine_init()
 
 
 # --------------------------------------------------------------------------
 # process state, set by _runtime.py
 
-# the thread count a kernel uses for num_threads=0 (0: OpenMP's current default)
-cdef int _default_threads = 0
 # test hooks: the k-th next scratch allocation fails (0: none); every kernel
 # runs as its naive twin
 cdef Py_ssize_t _fail_allocation_at = 0
@@ -159,11 +191,26 @@ cdef bint _naive_kernels = False
 
 
 cdef inline int _threads(int num_threads) noexcept nogil:
+    # num_threads=0 is the library default, which the engine keeps
     if num_threads > 0:
-        return num_threads
-    if _default_threads > 0:
-        return _default_threads
-    return fe_omp_max_threads()  # OMP_NUM_THREADS, threadpoolctl
+        return num_threads if num_threads < FE_MAX_THREADS else FE_MAX_THREADS
+    return fe_default_threads
+
+
+cdef inline int _plan(Py_ssize_t work_bytes, int num_threads) noexcept nogil:
+    # the threads a job of work_bytes gets: one below PARALLEL_MIN_BYTES
+    if work_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    return _threads(num_threads)
+
+
+cdef inline Py_ssize_t _per_chunk(Py_ssize_t item_bytes) noexcept nogil:
+    # items of item_bytes each in a chunk of about CHUNK_BYTES
+    return CHUNK_BYTES // item_bytes if item_bytes < CHUNK_BYTES else 1
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
 
 
 cdef void* _alloc(size_t nbytes, bint zeroed) noexcept nogil:
@@ -203,6 +250,8 @@ ctypedef struct GatherArgs:
     Indices idx           # IN (n,)
     Rows out              # OUT (n, d)
     int num_threads
+    Py_ssize_t per_chunk  # (the kernel's) indices per chunk
+    bint prefetch
 
 ctypedef struct ScatterArgs:
     Rows table            # INOUT (T, d): grad_weight
@@ -213,6 +262,14 @@ ctypedef struct ScatterArgs:
     const Py_ssize_t* src_rows      # IN (n,) or NULL
     const void* scales              # IN (n,) of the value dtype, or NULL: update k times scales[k]
     int num_threads
+    const Py_ssize_t* counts        # (the kernel's) count of each row, for scale_by_freq
+    # (the kernel's) lanes of a parallel scatter: lane p owns rows
+    # [cuts[p], cuts[p + 1]) and runs its updates in nblocks blocks of `block`
+    Py_ssize_t cuts[65]
+    Py_ssize_t nlanes, nblocks, block
+    Py_ssize_t lane_next[64]        # the next block of each lane (atomic)
+    int lane_busy[64]               # a thread holds the lane (atomic)
+    Py_ssize_t lanes_left           # lanes not finished (atomic)
 
 ctypedef struct BagArgs:
     Rows weight           # IN (T, d)
@@ -224,6 +281,7 @@ ctypedef struct BagArgs:
     int64_t* max_indices            # OUT (B, d) for mode max
     Py_ssize_t padding_idx
     int num_threads
+    Py_ssize_t per_chunk            # (the kernel's) entries per chunk
 
 ctypedef struct BagBackwardArgs:
     Rows grad_weight      # INOUT (T, d)
@@ -248,6 +306,7 @@ ctypedef struct RowUpdateArgs:
     double lr, eps, weight_decay
     double max_norm, norm_type      # renorm
     int num_threads
+    Py_ssize_t per_chunk            # (the kernel's) rows per chunk
 
 
 # --------------------------------------------------------------------------
@@ -440,20 +499,24 @@ cdef void _gather_range(GatherArgs* a, const index_t* idx, Py_ssize_t lo, Py_ssi
             fe_copy_row(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
 
 
+cdef void _gather_chunk(GatherArgs* a, Py_ssize_t c, index_t* _i) noexcept nogil:
+    cdef Py_ssize_t lo = c * a.per_chunk
+    cdef Py_ssize_t hi = lo + a.per_chunk if lo + a.per_chunk < a.idx.n else a.idx.n
+    _gather_range(a, <const index_t*>a.idx.data, lo, hi, a.prefetch)
+
+
 cdef void _gather(GatherArgs* a, index_t* _i) noexcept nogil:
-    # rows are copied as bytes: any dtype of a fixed size gathers alike
-    cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t c, n = a.idx.n
-    cdef int num_threads = _threads(a.num_threads)
-    cdef bint prefetch = a.weight.n * a.weight.row_bytes >= PREFETCH_MIN_TABLE_BYTES
-    if num_threads > 1 and n * a.out.row_bytes >= GATHER_PARALLEL_MIN_BYTES:
-        # each thread writes one contiguous slice of out (and first-touches
-        # its pages, when out is fresh)
-        fe_mark_pool_started()
-        for c in prange(num_threads, num_threads=num_threads, schedule='static', chunksize=1):
-            _gather_range(a, idx, n * c // num_threads, n * (c + 1) // num_threads, prefetch)
-    else:
-        _gather_range(a, idx, 0, n, prefetch)
+    # rows are copied as bytes: any dtype of a fixed size gathers alike; each
+    # chunk writes its own slice of out (and first-touches its pages when out
+    # is fresh)
+    cdef Py_ssize_t n = a.idx.n
+    cdef int threads = _plan(n * a.out.row_bytes, a.num_threads)
+    a.prefetch = a.weight.n * a.weight.row_bytes >= PREFETCH_MIN_TABLE_BYTES
+    if threads <= 1:
+        _gather_range(a, <const index_t*>a.idx.data, 0, n, a.prefetch)
+        return
+    a.per_chunk = _per_chunk(a.out.row_bytes)
+    _parallel(C_GATHER, V_FLOAT32, _ik(_i), a, _ceil_div(n, a.per_chunk), threads)
 
 
 cdef void _naive_gather(GatherArgs* a, index_t* _i) noexcept nogil:
@@ -468,30 +531,77 @@ cdef void _naive_gather(GatherArgs* a, index_t* _i) noexcept nogil:
 # --------------------------------------------------------------------------
 # scatter-add: table[idx[k], :] += grad[k, :], in index order per row
 
-cdef void _scatter_list(ScatterArgs* a, const index_t* idx, const Py_ssize_t* ks, Py_ssize_t n,
-                        const Py_ssize_t* counts, value_t* _v) noexcept nogil:
-    # Applies the updates k = ks[0..n) (or k = 0..n when ks is NULL) in order:
-    # table[idx[k]] += grad[src_rows[k] (or k)] * (scales[k] or 1 / counts[idx[k]]).
-    cdef Py_ssize_t m, k, i, j, ahead
-    cdef Py_ssize_t d = a.table.d, row_bytes = a.table.row_bytes
-    cdef Py_ssize_t pad = a.padding_idx
+cdef void _scatter_columns(ScatterArgs* a, Py_ssize_t j0, Py_ssize_t j1,
+                           value_t* _v, index_t* _i) noexcept nogil:
+    # Applies every update k = 0..n in order to columns [j0, j1) of its row:
+    # table[idx[k], j0:j1] += grad[src_rows[k] (or k), j0:j1] times scales[k]
+    # or 1 / counts[idx[k]] when given.
+    cdef const index_t* idx = <const index_t*>a.idx.data
+    cdef Py_ssize_t n = a.idx.n, k, i, j, ahead, width = j1 - j0
+    cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
+    cdef Py_ssize_t band = width * <Py_ssize_t>sizeof(value_t)
+    cdef Py_ssize_t reach = band if band < 512 else 512
     cdef const value_t* scales = <const value_t*>a.scales
+    cdef const Py_ssize_t* counts = a.counts
+    cdef char* first = a.table.data + j0 * <Py_ssize_t>sizeof(value_t)
     cdef value_t* gw = <value_t*>a.table.data
+    cdef Py_ssize_t d = a.table.d
     cdef const value_t* src
     cdef char* row
-    for m in range(n):
-        k = m if ks == NULL else ks[m]
-        # the destination row of a later update, for writing: a random
+    for k in range(n):
+        # the destination band of a later update, for writing: a random
         # read-modify-write otherwise stalls on each row (bench/: 1.2-1.4x on
         # one thread, from a cache-resident 7.7 MB table to a 256 MB one)
-        if m + PREFETCH_AHEAD < n:
-            ahead = idx[m + PREFETCH_AHEAD if ks == NULL else ks[m + PREFETCH_AHEAD]]
-            row = a.table.data + ahead * row_bytes
-            for j in range(0, row_bytes if row_bytes < 512 else 512, 64):
+        if k + PREFETCH_AHEAD < n:
+            ahead = idx[k + PREFETCH_AHEAD]
+            row = first + ahead * row_bytes
+            for j in range(0, reach, 64):
                 FE_PREFETCH_W(row + j)
         i = idx[k]
         if i == pad:
             continue
+        src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v) + j0
+        if scales != NULL:
+            _add_scaled_row(gw + i * d + j0, src, width, _to_double(scales[k]))
+        elif counts != NULL:
+            _add_scaled_row(gw + i * d + j0, src, width, 1.0 / <double>counts[i])
+        else:
+            _add_row(gw + i * d + j0, src, width)
+
+
+cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k0,
+                        Py_ssize_t n, value_t* _v, index_t* _i) noexcept nogil:
+    # Applies, in index order, the updates k0 <= k < n whose row lies in
+    # [lo, hi).  It scans those indices; a ring of the next PREFETCH_AHEAD
+    # owned updates lets it prefetch their rows.
+    cdef const index_t* idx = <const index_t*>a.idx.data
+    cdef Py_ssize_t d = a.table.d, pad = a.padding_idx
+    cdef Py_ssize_t row_bytes = a.table.row_bytes
+    cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
+    cdef size_t width = <size_t>(hi - lo)
+    cdef const value_t* scales = <const value_t*>a.scales
+    cdef const Py_ssize_t* counts = a.counts
+    cdef value_t* gw = <value_t*>a.table.data
+    cdef Py_ssize_t ring[16]
+    cdef Py_ssize_t head = 0, tail = 0, scan = k0, k, i, j
+    cdef const value_t* src
+    cdef char* row
+    while True:
+        # top the ring up with the next owned updates, prefetching their rows
+        while scan < n and tail - head < PREFETCH_AHEAD:
+            i = idx[scan]
+            if <size_t>(i - lo) < width and i != pad:
+                ring[tail & 15] = scan
+                tail += 1
+                row = a.table.data + i * row_bytes
+                for j in range(0, reach, 64):
+                    FE_PREFETCH_W(row + j)
+            scan += 1
+        if head == tail:
+            return
+        k = ring[head & 15]
+        head += 1
+        i = idx[k]
         src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
         if scales != NULL:
             _add_scaled_row(gw + i * d, src, d, _to_double(scales[k]))
@@ -501,27 +611,134 @@ cdef void _scatter_list(ScatterArgs* a, const index_t* idx, const Py_ssize_t* ks
             _add_row(gw + i * d, src, d)
 
 
-cdef void _histogram_chunk(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi, int shift,
-                           Py_ssize_t padding_idx, Py_ssize_t* hist) noexcept nogil:
-    cdef Py_ssize_t k, i
-    for k in range(lo, hi):
-        i = idx[k]
-        if i != padding_idx:
+cdef void _scatter_worker(ScatterArgs* a, Py_ssize_t c, value_t* _v,
+                          index_t* _i) noexcept nogil:
+    # One engine chunk per thread.  Lane p owns rows [cuts[p], cuts[p + 1]);
+    # its updates run in blocks of the index range, block after block.  A
+    # thread takes the next block of any lane that no thread holds, so a slow
+    # or descheduled helper holds up one block of one lane, never a whole
+    # part: the caller carries on with the other lanes, and with that lane
+    # once the block is done.  Releasing a lane is a release store and taking
+    # one an acquire, so a row's updates happen in index order whichever
+    # threads run the blocks.
+    cdef Py_ssize_t p, b, spins = 0
+    cdef Py_ssize_t p0 = c % a.nlanes
+    cdef bint took
+    while fe_load_acquire(&a.lanes_left) > 0:
+        took = False
+        for p in range(a.nlanes):
+            p = (p0 + p) % a.nlanes
+            if fe_load_acquire(&a.lane_next[p]) >= a.nblocks or not fe_try_take(&a.lane_busy[p]):
+                continue
+            b = fe_load_acquire(&a.lane_next[p])
+            if b < a.nblocks:
+                _scatter_part(a, a.cuts[p], a.cuts[p + 1], b * a.block,
+                              (b + 1) * a.block if (b + 1) * a.block < a.idx.n else a.idx.n, _v, _i)
+                fe_store_release(&a.lane_next[p], b + 1)
+                if b + 1 == a.nblocks:
+                    fe_add_release(&a.lanes_left, -1)
+            fe_release(&a.lane_busy[p])
+            took = True
+            p0 = p   # stay on the lane: its rows are in this core's caches
+            break
+        if took:
+            spins = 0
+        else:
+            # every lane left is held: wait for a block to end
+            spins += 1
+            fe_pause_or_yield(spins)
+
+
+cdef Py_ssize_t _cut_rows(ScatterArgs* a, Py_ssize_t nparts, Py_ssize_t* largest,
+                          Py_ssize_t* distinct, index_t* _i) noexcept nogil:
+    # Cuts the rows into nparts ranges of about equal update counts, judged
+    # from a fixed-stride sample of the indices (a cut never changes the bits,
+    # only the balance), into a.cuts[0..nparts].  Returns the parts made;
+    # largest gets the biggest part's share of the sample and distinct the
+    # share of sampled updates whose row no other sampled update names, both
+    # in percent.
+    cdef const index_t* idx = <const index_t*>a.idx.data
+    cdef Py_ssize_t n = a.idx.n, num_rows = a.table.n
+    cdef Py_ssize_t hist[SCATTER_BUCKETS]
+    cdef int64_t seen[2 * SCATTER_SAMPLES]   # open addressing; -1 is empty
+    cdef unsigned char twice[2 * SCATTER_SAMPLES]
+    cdef Py_ssize_t samples = n if n < SCATTER_SAMPLES else SCATTER_SAMPLES
+    cdef Py_ssize_t s, b, i, h, total = 0, cum = 0, part_count = 0, made = 0, repeated = 0
+    cdef int shift = 0
+    while ((num_rows - 1) >> shift) >= SCATTER_BUCKETS:
+        shift += 1
+    memset(hist, 0, sizeof(hist))
+    memset(seen, 0xff, sizeof(seen))
+    memset(twice, 0, sizeof(twice))
+    for s in range(samples):
+        i = idx[s * n // samples]
+        if i != a.padding_idx:
             hist[i >> shift] += 1
+            total += 1
+            h = <Py_ssize_t>((<uint64_t>i * 0x9E3779B97F4A7C15ULL) >> 52)   # 12 bits
+            while seen[h] != -1 and seen[h] != i:
+                h = (h + 1) & (2 * SCATTER_SAMPLES - 1)
+            if seen[h] == i:
+                repeated += 1 + (twice[h] == 0)   # the first sighting counts once it repeats
+                twice[h] = 1
+            else:
+                seen[h] = i
+    distinct[0] = 100 - repeated * 100 // (total if total else 1)
+    a.cuts[0] = 0
+    largest[0] = 0
+    for b in range(SCATTER_BUCKETS):
+        cum += hist[b]
+        part_count += hist[b]
+        # close the part once it holds its share of the sample
+        if made < nparts - 1 and cum * nparts >= total * (made + 1) and (b + 1) << shift < num_rows:
+            made += 1
+            a.cuts[made] = (b + 1) << shift
+            if part_count * 100 > largest[0] * total:
+                largest[0] = part_count * 100 // (total if total else 1)
+            part_count = 0
+    made += 1
+    a.cuts[made] = num_rows
+    if total and part_count * 100 > largest[0] * total:
+        largest[0] = part_count * 100 // total
+    return made
 
 
-cdef void _order_chunk(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi, int shift,
-                       Py_ssize_t padding_idx, const int* bucket_part, Py_ssize_t* fill,
-                       Py_ssize_t* order) noexcept nogil:
-    # stable: chunk c's updates land after those of chunks < c in every part
-    cdef Py_ssize_t k, i
-    cdef int p
-    for k in range(lo, hi):
-        i = idx[k]
-        if i != padding_idx:
-            p = bucket_part[i >> shift]
-            order[fill[p]] = k
-            fill[p] += 1
+cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
+                              Py_ssize_t* distinct, index_t* _i) noexcept nogil:
+    # The parts a parallel scatter-add runs in, or 1 for one thread.  Each
+    # thread streams the gradient rows of every update it owns, and owned
+    # updates interleave: the hardware prefetchers of both cores stream almost
+    # all of grad.  So threads pay only where the destination's random
+    # read-modify-write dominates: when most updates name rows that no other
+    # update names (uniform ids: 1.3-1.5x on 2 cores), not when they hit a hot
+    # set already in cache (Zipf ids: 0.77-0.92x, bound by streaming grad,
+    # and two cores read 16 MB at 1.43x the rate of one on this machine).  The
+    # read-modify-write dominates when the table is much larger than the
+    # gradient, or the rows are long (measured, uniform ids, 2 cores: T=200000
+    # d=64/128, table 3.2x the gradient: 0.93-0.96x; T=1M d=64/128, 16x:
+    # 1.11-1.46x; d=768, 3 KB rows: 1.30x).
+    cdef Py_ssize_t nparts = PARTS_PER_THREAD * threads
+    if not _scatter_heuristics:
+        if nparts > SCATTER_MAX_PARTS:
+            nparts = SCATTER_MAX_PARTS
+        return _cut_rows(a, nparts, largest, distinct, _i)
+    if a.table.row_bytes < SCATTER_LONG_ROW_BYTES \
+            and a.table.n < SCATTER_MIN_TABLE_TO_UPDATES * a.idx.n:
+        largest[0] = 0
+        distinct[0] = 0
+        return 1
+    if nparts > SCATTER_MAX_PARTS:
+        nparts = SCATTER_MAX_PARTS
+    nparts = _cut_rows(a, nparts, largest, distinct, _i)
+    if largest[0] >= 90 or distinct[0] < SCATTER_MIN_DISTINCT:
+        return 1
+    # Cores taken by other work: a threaded scatter-add gains 1.1-1.6x on
+    # free cores but, at that efficiency, loses when its threads must share
+    # them (one busy-loop process beside it: 0.32-0.99x of one thread), so it
+    # runs on one thread while other tasks are runnable.
+    if fe_runnable_others() + threads > fe_cpu_budget:
+        return 1
+    return nparts
 
 
 cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_rows) noexcept nogil:
@@ -540,109 +757,46 @@ cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_row
 
 cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # Returns 0, or -1 when scratch memory could not be had (nothing written).
-    cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t n = a.idx.n, num_rows = a.table.n, d = a.table.d
-    cdef Py_ssize_t padding_idx = a.padding_idx
+    #
+    # Threads own rows: the rows are cut into ranges of about equal update
+    # counts, one part per range, and the thread that claims a part applies
+    # the updates to its rows in index order.  Each row is written by one
+    # thread, in the order a serial loop would use: the same bits for any
+    # thread count and any schedule.  No pass over the indices comes first
+    # (the earlier partition, a parallel counting sort, paid two and ran at
+    # 0.67-1.09x of one thread); each part scans the index list itself.
+    # Threads owning columns instead (each applying every update to its band
+    # of cache lines) ran at 0.35-1.4x: every thread visits every update, and
+    # the prefetchers pull lines the other core then writes.
+    cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct
     cdef Py_ssize_t* counts = NULL
-    cdef Py_ssize_t* order = NULL
-    cdef Py_ssize_t* hist = NULL      # (nchunks, nbuckets) per-chunk histograms
-    cdef Py_ssize_t* fill = NULL      # (nchunks, nparts) write cursors
-    cdef int* bucket_part = NULL
-    cdef Py_ssize_t part_start[65]
-    cdef Py_ssize_t k, i, b, total, cum, largest, h
-    cdef Py_ssize_t row_bytes = d * <Py_ssize_t>sizeof(value_t)
-    cdef int p, c, nparts, nchunks, shift, nbuckets
-    cdef int num_threads = _threads(a.num_threads)
-    cdef int rc = 0
-
+    cdef int threads
     if n == 0 or d == 0:
         return 0
     if a.scale_by_freq:
-        counts = _counts_of(idx, n, num_rows)
+        counts = _counts_of(<const index_t*>a.idx.data, n, a.table.n)
         if counts == NULL:
             return -1
-
-    nparts = num_threads if num_threads < MAX_PARTS else MAX_PARTS
-    if (nparts <= 1 or n * row_bytes < SCATTER_PARALLEL_MIN_BYTES
-            or row_bytes < SCATTER_PARALLEL_MIN_ROW_BYTES
-            or num_rows * row_bytes < SCATTER_PARALLEL_MIN_TABLE_BYTES):
-        _scatter_list(a, idx, NULL, n, counts, _v)
-        free(counts)
-        return 0
-
-    # Row ownership: part p owns the rows of a run of buckets and applies the
-    # updates to its rows in index order.  Every row is written by one part
-    # only, in the order a serial loop would use: the same bits for any
-    # thread count.  The parts are cut so that each holds about the same
-    # number of updates (Zipf-hot rows do not all land on one thread), and the
-    # updates are sorted into parts by a parallel, stable counting sort.
-    nchunks = nparts
-    shift = 0
-    while ((num_rows - 1) >> shift) >= N_BUCKETS_MAX:
-        shift += 1
-    nbuckets = <int>(((num_rows - 1) >> shift) + 1)
-    hist = <Py_ssize_t*>_alloc(<size_t>nchunks * nbuckets * sizeof(Py_ssize_t), True)
-    fill = <Py_ssize_t*>_alloc(<size_t>nchunks * nparts * sizeof(Py_ssize_t), False)
-    bucket_part = <int*>_alloc(nbuckets * sizeof(int), False)
-    order = <Py_ssize_t*>_alloc(n * sizeof(Py_ssize_t), False)
-    if hist == NULL or fill == NULL or bucket_part == NULL or order == NULL:
-        rc = -1
+    a.counts = counts
+    threads = 1
+    if a.table.row_bytes >= SCATTER_PARALLEL_MIN_ROW_BYTES or not _scatter_heuristics:
+        threads = _plan(n * a.table.row_bytes, a.num_threads)
+    if threads > 1:
+        nparts = _scatter_plan(a, threads, &largest, &distinct, _i)
+        if nparts <= 1:
+            threads = 1
+    if threads <= 1:
+        _scatter_columns(a, 0, d, _v, _i)
     else:
-        fe_mark_pool_started()
-        for c in prange(nchunks, num_threads=num_threads, schedule='static', chunksize=1):
-            _histogram_chunk(idx, n * c // nchunks, n * (c + 1) // nchunks, shift,
-                             padding_idx, hist + <Py_ssize_t>c * nbuckets)
-        total = 0
-        cum = 0
-        for b in range(nbuckets):
-            h = 0
-            for c in range(nchunks):
-                h = h + hist[<Py_ssize_t>c * nbuckets + b]
-            total += h
-        for p in range(nparts + 1):
-            part_start[p] = 0
-        p = 0
-        for b in range(nbuckets):
-            h = 0
-            for c in range(nchunks):
-                h = h + hist[<Py_ssize_t>c * nbuckets + b]
-            bucket_part[b] = p
-            part_start[p + 1] += h
-            cum += h
-            if p < nparts - 1 and cum * nparts >= total * (p + 1):
-                p += 1
-        largest = 0
-        for p in range(nparts):
-            if part_start[p + 1] > largest:
-                largest = part_start[p + 1]
-            part_start[p + 1] += part_start[p]
-        if largest * 10 > total * 9:
-            # a hot set owned by one part: the other threads would only wait
-            _scatter_list(a, idx, NULL, n, counts, _v)
-        else:
-            # cursor of (chunk c, part p) = start of p + updates of p in chunks < c
-            memset(fill, 0, <size_t>nchunks * nparts * sizeof(Py_ssize_t))
-            for c in range(nchunks):
-                for b in range(nbuckets):
-                    fill[<Py_ssize_t>c * nparts + bucket_part[b]] += hist[<Py_ssize_t>c * nbuckets + b]
-            for p in range(nparts):
-                cum = part_start[p]
-                for c in range(nchunks):
-                    h = fill[<Py_ssize_t>c * nparts + p]
-                    fill[<Py_ssize_t>c * nparts + p] = cum
-                    cum = cum + h
-            for c in prange(nchunks, num_threads=num_threads, schedule='static', chunksize=1):
-                _order_chunk(idx, n * c // nchunks, n * (c + 1) // nchunks, shift, padding_idx,
-                             bucket_part, fill + <Py_ssize_t>c * nparts, order)
-            for p in prange(nparts, num_threads=num_threads, schedule='static', chunksize=1):
-                _scatter_list(a, idx, order + part_start[p], part_start[p + 1] - part_start[p],
-                              counts, _v)
-    free(hist)
-    free(fill)
-    free(bucket_part)
-    free(order)
+        a.nlanes = nparts
+        a.block = n // SCATTER_BLOCKS_PER_LANE if n // SCATTER_BLOCKS_PER_LANE > 1024 else 1024
+        a.nblocks = _ceil_div(n, a.block)
+        memset(a.lane_next, 0, sizeof(a.lane_next))
+        memset(a.lane_busy, 0, sizeof(a.lane_busy))
+        a.lanes_left = nparts
+        _parallel(C_SCATTER_PART, _vk(_v), _ik(_i), a, threads, threads)
     free(counts)
-    return rc
+    return 0
 
 
 cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
@@ -722,17 +876,38 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
                 a.max_indices[b * d + j] = -1
 
 
+cdef inline Py_ssize_t _first_bag_at(const Py_ssize_t* bounds, Py_ssize_t num_bags,
+                                     Py_ssize_t e) noexcept nogil:
+    # the first bag b (or num_bags) whose entries start at e or later
+    cdef Py_ssize_t lo = 0, hi = num_bags, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bounds[mid] < e:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef void _bag_chunk(BagArgs* a, Py_ssize_t c, value_t* _v, index_t* _i) noexcept nogil:
+    # the bags whose first entry lies in chunk c's entries: each bag (empty
+    # ones included) in exactly one chunk, its output row written by one thread
+    cdef Py_ssize_t num_bags = a.out.n, entries = a.bounds[num_bags]
+    cdef Py_ssize_t lo = c * a.per_chunk, hi = lo + a.per_chunk
+    if hi >= entries:
+        hi = entries + 1
+    _bag_range(a, <const index_t*>a.idx.data, _first_bag_at(a.bounds, num_bags, lo),
+               _first_bag_at(a.bounds, num_bags, hi), _v)
+
+
 cdef void _bag(BagArgs* a, value_t* _v, index_t* _i) noexcept nogil:
-    cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t c, num_bags = a.out.n
-    cdef int num_threads = _threads(a.num_threads)
-    if num_threads > 1 and a.bounds[num_bags] * a.out.d * <Py_ssize_t>sizeof(value_t) >= BAG_PARALLEL_MIN_BYTES:
-        # each bag's output row is written by one thread
-        fe_mark_pool_started()
-        for c in prange(num_threads, num_threads=num_threads, schedule='static', chunksize=1):
-            _bag_range(a, idx, num_bags * c // num_threads, num_bags * (c + 1) // num_threads, _v)
-    else:
-        _bag_range(a, idx, 0, num_bags, _v)
+    cdef Py_ssize_t entries = a.bounds[a.out.n]
+    cdef int threads = _plan(entries * a.weight.row_bytes, a.num_threads)
+    if threads <= 1:
+        _bag_range(a, <const index_t*>a.idx.data, 0, a.out.n, _v)
+        return
+    a.per_chunk = _per_chunk(a.weight.row_bytes)
+    _parallel(C_BAG, _vk(_v), _ik(_i), a, _ceil_div(entries, a.per_chunk), threads)
 
 
 cdef void _naive_bag(BagArgs* a, value_t* _v, index_t* _i) noexcept nogil:
@@ -944,17 +1119,31 @@ cdef inline void _renorm_row(value_t* row, Py_ssize_t d, double max_norm, double
             row[j] = _scaled(row[j], max_norm / (norm + 1e-7))
 
 
-cdef int _renorm(RowUpdateArgs* a, value_t* _v, index_t* _i) noexcept nogil:
-    cdef Py_ssize_t r
-    cdef int num_threads = _threads(a.num_threads)
-    if num_threads > 1 and a.n * a.weight.row_bytes >= ROWS_PARALLEL_MIN_BYTES:
-        fe_mark_pool_started()
+cdef void _row_update_chunk(RowUpdateArgs* a, Py_ssize_t c, bint renorm,
+                            value_t* _v) noexcept nogil:
+    # distinct rows: each row of the table (and of the state) has one writer
+    cdef Py_ssize_t r, lo = c * a.per_chunk
+    cdef Py_ssize_t hi = lo + a.per_chunk if lo + a.per_chunk < a.n else a.n
+    for r in range(lo, hi):
+        if renorm:
+            _renorm_row(_row(&a.weight, a.rows[r], _v), a.weight.d, a.max_norm, a.norm_type)
+        else:
+            _opt_update(a, r, _v)
+
+
+cdef int _row_updates(RowUpdateArgs* a, bint renorm, value_t* _v, index_t* _i) noexcept nogil:
+    cdef int threads = _plan(a.n * a.weight.row_bytes, a.num_threads)
+    a.per_chunk = a.n if threads <= 1 else _per_chunk(a.weight.row_bytes)
+    if threads <= 1:
+        _row_update_chunk(a, 0, renorm, _v)
     else:
-        num_threads = 1
-    # distinct rows: each is read and written by one thread
-    for r in prange(a.n, num_threads=num_threads, schedule='static'):
-        _renorm_row(_row(&a.weight, a.rows[r], _v), a.weight.d, a.max_norm, a.norm_type)
+        _parallel(C_RENORM if renorm else C_OPTIMIZER, _vk(_v), _ik(_i), a,
+                  _ceil_div(a.n, a.per_chunk), threads)
     return 0
+
+
+cdef int _renorm(RowUpdateArgs* a, value_t* _v, index_t* _i) noexcept nogil:
+    return _row_updates(a, True, _v, _i)
 
 
 cdef int _naive_renorm(RowUpdateArgs* a, value_t* _v, index_t* _i) noexcept nogil:
@@ -1016,16 +1205,7 @@ cdef inline void _opt_update(RowUpdateArgs* a, Py_ssize_t r, value_t* _v) noexce
 
 
 cdef int _optimizer(RowUpdateArgs* a, value_t* _v, index_t* _i) noexcept nogil:
-    cdef Py_ssize_t r
-    cdef int num_threads = _threads(a.num_threads)
-    if num_threads > 1 and a.n * a.weight.row_bytes >= ROWS_PARALLEL_MIN_BYTES:
-        fe_mark_pool_started()
-    else:
-        num_threads = 1
-    # distinct rows: each row of the table and of the state has one writer
-    for r in prange(a.n, num_threads=num_threads, schedule='static'):
-        _opt_update(a, r, _v)
-    return 0
+    return _row_updates(a, False, _v, _i)
 
 
 cdef int _naive_optimizer(RowUpdateArgs* a, value_t* _v, index_t* _i) noexcept nogil:
@@ -1107,10 +1287,30 @@ cdef enum:
     K_NAIVE_RENORM
     K_OPTIMIZER
     K_NAIVE_OPTIMIZER
+    # chunks of the parallel kernels, run by the engine (no twins)
+    C_GATHER
+    C_SCATTER_PART
+    C_BAG
+    C_RENORM
+    C_OPTIMIZER
+    C_COPY
 
 
-cdef int _typed(int kernel, void* args, value_t* _v, index_t* _i) noexcept nogil:
-    if kernel == K_BOUNDS:
+cdef int _typed(int kernel, void* args, Py_ssize_t chunk, value_t* _v,
+                index_t* _i) noexcept nogil:
+    if kernel == C_GATHER:
+        _gather_chunk(<GatherArgs*>args, chunk, _i)
+    elif kernel == C_SCATTER_PART:
+        _scatter_worker(<ScatterArgs*>args, chunk, _v, _i)
+    elif kernel == C_BAG:
+        _bag_chunk(<BagArgs*>args, chunk, _v, _i)
+    elif kernel == C_RENORM:
+        _row_update_chunk(<RowUpdateArgs*>args, chunk, True, _v)
+    elif kernel == C_OPTIMIZER:
+        _row_update_chunk(<RowUpdateArgs*>args, chunk, False, _v)
+    elif kernel == C_COPY:
+        _copy_chunk(<CopyArgs*>args, chunk)
+    elif kernel == K_BOUNDS:
         _first_out_of_range(<BoundsArgs*>args, _i)
     elif kernel == K_GATHER:
         _gather(<GatherArgs*>args, _i)
@@ -1143,24 +1343,65 @@ cdef int _typed(int kernel, void* args, value_t* _v, index_t* _i) noexcept nogil
     return 0
 
 
-cdef int _dispatch(int kernel, int vkind, int ikind, void* args) noexcept nogil:
-    if _naive_kernels and kernel != K_BOUNDS and (kernel - K_GATHER) % 2 == 0:
+cdef int _dispatch(int kernel, int vkind, int ikind, void* args,
+                   Py_ssize_t chunk=-1) noexcept nogil:
+    if _naive_kernels and K_GATHER <= kernel <= K_NAIVE_OPTIMIZER and (kernel - K_GATHER) % 2 == 0:
         kernel += 1
     if ikind == I_INT32:
         if vkind == V_FLOAT32:
-            return _typed(kernel, args, <float*>NULL, <int32_t*>NULL)
+            return _typed(kernel, args, chunk, <float*>NULL, <int32_t*>NULL)
         elif vkind == V_FLOAT64:
-            return _typed(kernel, args, <double*>NULL, <int32_t*>NULL)
+            return _typed(kernel, args, chunk, <double*>NULL, <int32_t*>NULL)
         elif vkind == V_FLOAT16:
-            return _typed(kernel, args, <uint16_t*>NULL, <int32_t*>NULL)
-        return _typed(kernel, args, <bf16_t*>NULL, <int32_t*>NULL)
+            return _typed(kernel, args, chunk, <uint16_t*>NULL, <int32_t*>NULL)
+        return _typed(kernel, args, chunk, <bf16_t*>NULL, <int32_t*>NULL)
     if vkind == V_FLOAT32:
-        return _typed(kernel, args, <float*>NULL, <int64_t*>NULL)
+        return _typed(kernel, args, chunk, <float*>NULL, <int64_t*>NULL)
     elif vkind == V_FLOAT64:
-        return _typed(kernel, args, <double*>NULL, <int64_t*>NULL)
+        return _typed(kernel, args, chunk, <double*>NULL, <int64_t*>NULL)
     elif vkind == V_FLOAT16:
-        return _typed(kernel, args, <uint16_t*>NULL, <int64_t*>NULL)
-    return _typed(kernel, args, <bf16_t*>NULL, <int64_t*>NULL)
+        return _typed(kernel, args, chunk, <uint16_t*>NULL, <int64_t*>NULL)
+    return _typed(kernel, args, chunk, <bf16_t*>NULL, <int64_t*>NULL)
+
+
+# --------------------------------------------------------------------------
+# a parallel job: the engine calls _run_chunk(job, c) for every chunk c, on
+# whichever thread claimed it; the job names the chunk kernel and its types
+
+ctypedef struct Job:
+    int kernel
+    int vkind
+    int ikind
+    void* args
+
+
+cdef void _run_chunk(void* job, ptrdiff_t c) noexcept nogil:
+    cdef Job* j = <Job*>job
+    _dispatch(j.kernel, j.vkind, j.ikind, j.args, c)
+
+
+cdef void _parallel(int kernel, int vkind, int ikind, void* args, Py_ssize_t nchunks,
+                    int threads) noexcept nogil:
+    cdef Job job
+    job.kernel = kernel
+    job.vkind = vkind
+    job.ikind = ikind
+    job.args = args
+    fe_run(_run_chunk, &job, nchunks, threads)
+
+
+cdef inline int _vk(value_t* _v) noexcept nogil:
+    if value_t is float:
+        return V_FLOAT32
+    elif value_t is double:
+        return V_FLOAT64
+    elif value_t is uint16_t:
+        return V_FLOAT16
+    return V_BFLOAT16
+
+
+cdef inline int _ik(index_t* _i) noexcept nogil:
+    return I_INT32 if index_t is int32_t else I_INT64
 
 
 # --------------------------------------------------------------------------
@@ -1521,31 +1762,85 @@ def scatter_add_lean(object grad_weight, object indices, object grad):
     return b.first_bad < 0
 
 
+ctypedef struct CopyArgs:
+    const char* src
+    char* dst
+    Py_ssize_t nbytes
+    Py_ssize_t per_chunk
+
+
+cdef void _copy_chunk(CopyArgs* a, Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t lo = c * a.per_chunk
+    cdef Py_ssize_t hi = lo + a.per_chunk if lo + a.per_chunk < a.nbytes else a.nbytes
+    memcpy(a.dst + lo, a.src + lo, hi - lo)
+
+
 def copy_bytes(cnp.ndarray src, cnp.ndarray dst, int num_threads):
-    """A streaming copy of src into dst (both C-contiguous, same size) in num_threads
-    slices: the bandwidth ceiling that bench/ measures gather against."""
-    cdef const char* s = <const char*>cnp.PyArray_DATA(src)
-    cdef char* d = <char*>cnp.PyArray_DATA(dst)
-    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(dst)
-    cdef Py_ssize_t t, lo, hi
-    cdef int parts = num_threads if num_threads > 1 else 1
-    if parts == 1:
-        memcpy(d, s, nbytes)
-        return
-    fe_mark_pool_started()
-    for t in prange(parts, nogil=True, num_threads=parts, schedule='static', chunksize=1):
-        lo = nbytes * t // parts
-        hi = nbytes * (t + 1) // parts
-        memcpy(d + lo, s + lo, hi - lo)
+    """A streaming copy of src into dst (both C-contiguous, same size) on num_threads
+    threads of the engine: the bandwidth ceiling that bench/ measures gather against."""
+    cdef CopyArgs a
+    a.src = <const char*>cnp.PyArray_DATA(src)
+    a.dst = <char*>cnp.PyArray_DATA(dst)
+    a.nbytes = cnp.PyArray_NBYTES(dst)
+    a.per_chunk = 16 * CHUNK_BYTES
+    with nogil:
+        if num_threads <= 1:
+            memcpy(a.dst, a.src, a.nbytes)
+        else:
+            _parallel(C_COPY, V_FLOAT32, I_INT64, &a, _ceil_div(a.nbytes, a.per_chunk), num_threads)
 
 
 # --------------------------------------------------------------------------
 # the process state, what this build and this CPU can do, test hooks
 
-def configure(int default_threads):
-    """Set by _runtime.py: the default thread count (0: OpenMP's)."""
-    global _default_threads
-    _default_threads = default_threads
+THREAD_SOURCES = ("cpus", "OMP_NUM_THREADS", "FASTEMBED_EXT_NUM_THREADS", "set_num_threads",
+                  "threadpoolctl")
+
+
+def set_default_threads(int n, str source):
+    """The thread count for num_threads=None, and which setting it comes from
+    (one of THREAD_SOURCES); set by _runtime.py."""
+    fe_set_default_threads(n, THREAD_SOURCES.index(source))
+
+
+def set_cpu_budget(int n):
+    """The CPUs this process may use (affinity mask, cgroup quota); set by _runtime.py."""
+    global fe_cpu_budget
+    fe_cpu_budget = n if n > 0 else 1
+
+
+def runnable_others():
+    """Tasks other than this process's running ones that want a CPU now (Linux; else 0)."""
+    return fe_runnable_others()
+
+
+def default_threads():
+    """(the thread count for num_threads=None, the setting it comes from)."""
+    return fe_default_threads, THREAD_SOURCES[fe_threads_source]
+
+
+def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads):
+    """How scatter_add would run these updates: threads, parts, and the sample's
+    largest part and distinct-row shares (percent).  For diagnostics and tests."""
+    cdef ScatterArgs a
+    cdef Py_ssize_t parts = 1, largest = 0, distinct = 100
+    cdef int threads = 1
+    memset(&a, 0, sizeof(ScatterArgs))
+    a.table = _rows_of(grad_weight)
+    a.idx = _indices_of(indices)
+    a.padding_idx = -1
+    if (a.table.row_bytes >= SCATTER_PARALLEL_MIN_ROW_BYTES or not _scatter_heuristics) \
+            and a.idx.n > 0:
+        threads = _plan(a.idx.n * a.table.row_bytes, num_threads)
+    if threads > 1:
+        if _ikind(indices) == I_INT32:
+            parts = _scatter_plan(&a, threads, &largest, &distinct, <int32_t*>NULL)
+        else:
+            parts = _scatter_plan(&a, threads, &largest, &distinct, <int64_t*>NULL)
+        if parts <= 1:
+            threads = 1
+    return {"threads": threads, "parts": parts if threads > 1 else 1,
+            "largest_part_percent": largest, "distinct_percent": distinct}
 
 
 def fail_allocation(Py_ssize_t k):
@@ -1559,6 +1854,13 @@ def pending_allocation_failure():
     return _fail_allocation_at > 0
 
 
+def scatter_heuristics(bint on):
+    """Test hook: with the plan's judgement off, every scatter-add with two or
+    more threads and work above the parallel threshold runs threaded."""
+    global _scatter_heuristics
+    _scatter_heuristics = on
+
+
 def use_naive_kernels(bint on):
     """Test hook: every kernel runs as its naive serial twin (on) or as itself (off)."""
     global _naive_kernels
@@ -1567,27 +1869,26 @@ def use_naive_kernels(bint on):
 
 def build_info():
     return {
-        "openmp": bool(fe_openmp_enabled()),
-        "openmp_version": fe_openmp_version(),
-        "omp_max_threads": fe_omp_max_threads(),
+        "engine": FE_ENGINE_NAME.decode("ascii"),
+        "parallel": bool(fe_engine_parallel()),
         "cflags": FE_BUILD_CFLAGS.decode("ascii"),
-        "gather_parallel_min_bytes": GATHER_PARALLEL_MIN_BYTES,
-        "bag_parallel_min_bytes": BAG_PARALLEL_MIN_BYTES,
-        "rows_parallel_min_bytes": ROWS_PARALLEL_MIN_BYTES,
-        "scatter_parallel_min_bytes": SCATTER_PARALLEL_MIN_BYTES,
+        "max_threads": FE_MAX_THREADS,
+        "chunk_bytes": CHUNK_BYTES,
+        "parallel_min_bytes": PARALLEL_MIN_BYTES,
         "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
-        "scatter_parallel_min_table_bytes": SCATTER_PARALLEL_MIN_TABLE_BYTES,
+        "scatter_min_distinct_percent": SCATTER_MIN_DISTINCT,
+        "scatter_min_table_rows_per_update": SCATTER_MIN_TABLE_TO_UPDATES,
+        "scatter_long_row_bytes": SCATTER_LONG_ROW_BYTES,
     }
 
 
-def omp_max_threads():
-    """OpenMP's current default team size (1 in a serial build)."""
-    return fe_omp_max_threads()
-
-
-def pool_started():
-    """Whether this process has run an OpenMP parallel region."""
-    return bool(fe_get_pool_started())
+def engine_state():
+    """The engine's workers started so far, the jobs run on the pool, the jobs
+    that ran alone because another thread's job held the pool, and the share of
+    chunks its workers have been running lately (per mille)."""
+    return {"workers": fe_engine_workers(), "jobs": fe_engine_jobs(),
+            "jobs_alone": fe_engine_jobs_alone(),
+            "helper_share_per_mille": fe_engine_helper_share()}
 
 
 def cpu_features():
