@@ -61,7 +61,7 @@ extensions = [
         ["src/fastembed_ext/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "src/fastembed_ext"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
-        depends=["src/fastembed_ext/_fe_add.h", "src/fastembed_ext/_fe_half.h",
+        depends=["src/fastembed_ext/_fe_add.h", "src/fastembed_ext/_fe_bag.h", "src/fastembed_ext/_fe_half.h",
                  "src/fastembed_ext/_fe_engine.h"],
     )
 ]

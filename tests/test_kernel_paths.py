@@ -196,3 +196,24 @@ def test_lean_path_declines_bad_input_without_writing():
     assert _kernels.scatter_add_lean(gw, np.array([1, 7]), np.ones((2, 3), np.float32)) is False
     assert _kernels.scatter_add_lean(gw, np.array([1, 2]), np.ones((2, 3), np.float64)) is False
     assert not gw.any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 8], ids=["aligned_out", "out_8_bytes_off_16"])
+def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(dtype, offset):
+    # past the streaming threshold (8 MiB out, rows of 1 KiB or more); an output
+    # that is not 16-byte aligned takes the ordinary stores
+    rng = np.random.default_rng(offset)
+    itemsize = np.dtype(dtype).itemsize
+    d = 2048 // itemsize
+    T, B = 3000, (9 << 20) // 2048
+    w = _specials(rng, (T, d), dtype)
+    idx = rng.integers(0, T, B)
+    raw = np.empty(B * d * itemsize + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + B * d * itemsize].view(dtype).reshape(B, d)
+    assert (out.ctypes.data % 16 == 0) is (offset == 0)
+    for num_threads in (1, 2):
+        out[...] = 0
+        fe.gather(w, idx, out=out, num_threads=num_threads)
+        _same(out, np.take(w, idx, axis=0))

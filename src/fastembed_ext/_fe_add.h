@@ -374,4 +374,43 @@ static inline void fe_copy_row(char *dst, const char *src, size_t n)
 #define FE_PREFETCH_W(p) ((void)0)
 #endif
 
+/*
+ * A row copy with non-temporal stores, for a gather whose output is far larger
+ * than the caches: an ordinary store first reads its line (read for
+ * ownership), so writing `out` costs twice its size in memory traffic; a
+ * streaming store writes it once.  dst must be 16-byte aligned and n a
+ * multiple of 16 (fe_copy_row_stream_ok); SSE2, which every x86-64 has.
+ * The stores are weakly ordered: fe_stream_fence() after the last one, before
+ * anything says the rows are written.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+static inline int fe_copy_row_stream_ok(const char *dst, size_t n)
+{
+    return ((uintptr_t)dst & 15u) == 0 && (n & 15u) == 0;
+}
+static inline void fe_copy_row_stream(char *dst, const char *src, size_t n)
+{
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + j));
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + j + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + j + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(src + j + 48));
+        _mm_stream_si128((__m128i *)(dst + j), a);
+        _mm_stream_si128((__m128i *)(dst + j + 16), b);
+        _mm_stream_si128((__m128i *)(dst + j + 32), c);
+        _mm_stream_si128((__m128i *)(dst + j + 48), e);
+    }
+    for (; j < n; j += 16) {
+        _mm_stream_si128((__m128i *)(dst + j), _mm_loadu_si128((const __m128i *)(src + j)));
+    }
+}
+static inline void fe_stream_fence(void) { _mm_sfence(); }
+#else
+static inline int fe_copy_row_stream_ok(const char *dst, size_t n) { (void)dst; (void)n; return 0; }
+static inline void fe_copy_row_stream(char *dst, const char *src, size_t n) { memcpy(dst, src, n); }
+static inline void fe_stream_fence(void) {}
+#endif
+
 #endif /* FE_COPY_H */

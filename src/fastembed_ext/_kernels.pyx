@@ -71,8 +71,27 @@ cdef extern from "_fe_add.h" nogil:
     int fe_cpu_has_avx2()
     int fe_cpu_has_avx512f()
     void fe_copy_row(char* dst, const char* src, size_t n)
+    bint fe_copy_row_stream_ok(const char* dst, size_t n)
+    void fe_copy_row_stream(char* dst, const char* src, size_t n)
+    void fe_stream_fence()
     void FE_PREFETCH(const void* p)
     void FE_PREFETCH_W(const void* p)
+
+cdef extern from "_fe_bag.h" nogil:
+    # bag sums in registers, float32 and float64 (AVX); see the header
+    bint FE_HAVE_BAG_AVX
+    Py_ssize_t fe_bag_sum_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
+                                  const float* psw, Py_ssize_t d, float* out)
+    Py_ssize_t fe_bag_sum_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
+                                  const float* psw, Py_ssize_t d, float* out)
+    Py_ssize_t fe_bag_sum_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
+                                  const double* psw, Py_ssize_t d, double* out)
+    Py_ssize_t fe_bag_sum_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
+                                  const double* psw, Py_ssize_t d, double* out)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -175,6 +194,11 @@ cdef enum:
 # the caches: the loads of a random gather are otherwise serialised misses.
 cdef Py_ssize_t PREFETCH_AHEAD = 8
 cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 24
+# A gather writes its output with streaming stores from this size up, for
+# rows this long (1 thread, 3 KB rows, 192 MB out: 50 -> 37 ms; at 256-512 B
+# rows a gather is bound by the latency of random reads, and they gained nothing)
+cdef Py_ssize_t GATHER_STREAM_MIN_BYTES = 1 << 23
+cdef Py_ssize_t GATHER_STREAM_MIN_ROW_BYTES = 1024
 
 fe_set_use_f16c(1)
 fe_set_isa_level(2)
@@ -251,7 +275,8 @@ ctypedef struct GatherArgs:
     Rows out              # OUT (n, d)
     int num_threads
     Py_ssize_t per_chunk  # (the kernel's) indices per chunk
-    bint prefetch
+    bint prefetch         # (the kernel's) prefetch rows: the table is larger than the caches
+    bint stream           # (the kernel's) streaming stores: so is the output
 
 ctypedef struct ScatterArgs:
     Rows table            # INOUT (T, d): grad_weight
@@ -485,13 +510,26 @@ cdef void _gather_range(GatherArgs* a, const index_t* idx, Py_ssize_t lo, Py_ssi
     cdef Py_ssize_t ws = a.weight.stride
     cdef char* out = a.out.data
     cdef const char* row
-    cdef Py_ssize_t ahead = hi - PREFETCH_AHEAD
-    if prefetch:
+    # the first lines of a row PREFETCH_AHEAD indices ahead; the hardware
+    # streams the rest (16 or 32 ahead, or whole rows, measured no better)
+    cdef Py_ssize_t dist = PREFETCH_AHEAD
+    cdef Py_ssize_t ahead = hi - dist
+    cdef Py_ssize_t span = row_bytes if row_bytes < 256 else 256
+    if a.stream:
+        # an output far larger than the caches: written once, not read first
         for k in range(lo, hi):
             if k < ahead:
-                row = w + <Py_ssize_t>idx[k + PREFETCH_AHEAD] * ws
+                row = w + <Py_ssize_t>idx[k + dist] * ws
+                for j in range(0, span, 64):
+                    FE_PREFETCH(row + j)
+            fe_copy_row_stream(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
+        fe_stream_fence()
+    elif prefetch:
+        for k in range(lo, hi):
+            if k < ahead:
+                row = w + <Py_ssize_t>idx[k + dist] * ws
                 # the first lines of the row; the hardware streams the rest
-                for j in range(0, row_bytes if row_bytes < 256 else 256, 64):
+                for j in range(0, span, 64):
                     FE_PREFETCH(row + j)
             fe_copy_row(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
     else:
@@ -512,6 +550,9 @@ cdef void _gather(GatherArgs* a, index_t* _i) noexcept nogil:
     cdef Py_ssize_t n = a.idx.n
     cdef int threads = _plan(n * a.out.row_bytes, a.num_threads)
     a.prefetch = a.weight.n * a.weight.row_bytes >= PREFETCH_MIN_TABLE_BYTES
+    a.stream = (n * a.out.row_bytes >= GATHER_STREAM_MIN_BYTES
+                and a.out.row_bytes >= GATHER_STREAM_MIN_ROW_BYTES
+                and fe_copy_row_stream_ok(a.out.data, a.out.row_bytes))
     if threads <= 1:
         _gather_range(a, <const index_t*>a.idx.data, 0, n, a.prefetch)
         return
@@ -838,14 +879,45 @@ cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil
 # --------------------------------------------------------------------------
 # bags: out[b] = reduce over the entries of bag b (sum, mean or max)
 
+cdef inline Py_ssize_t _bag_sum_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b,
+                                             value_t* row) noexcept nogil:
+    # the bag's sum (or weighted sum) written once from registers; -1 where
+    # there is no such kernel for these types
+    cdef Py_ssize_t lo = a.bounds[b], hi = a.bounds[b + 1]
+    if value_t is float:
+        if index_t is int32_t:
+            return fe_bag_sum_f32_i32(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
+                                      a.padding_idx, <const float*>a.psw, a.out.d, row)
+        else:
+            return fe_bag_sum_f32_i64(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
+                                      a.padding_idx, <const float*>a.psw, a.out.d, row)
+    elif value_t is double:
+        if index_t is int32_t:
+            return fe_bag_sum_f64_i32(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
+                                      a.padding_idx, <const double*>a.psw, a.out.d, row)
+        else:
+            return fe_bag_sum_f64_i64(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
+                                      a.padding_idx, <const double*>a.psw, a.out.d, row)
+    return -1
+
+
 cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t b_hi,
                      value_t* _v) noexcept nogil:
     cdef Py_ssize_t b, k, j, i, count, d = a.out.d
     cdef const value_t* psw = <const value_t*>a.psw
     cdef value_t* row
     cdef const value_t* src
+    # sums and means of float32/float64 rows accumulate in registers
+    # (bench/test_layers.py: the bag groups)
+    cdef bint in_registers = (a.mode != BAG_MAX and FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
+                              and (value_t is float or value_t is double))
     for b in range(b_lo, b_hi):
         row = _row(&a.out, b, _v)
+        if in_registers:
+            count = _bag_sum_in_registers(a, idx, b, row)
+            if a.mode == BAG_MEAN and count > 0:
+                _div_row(row, d, count)
+            continue
         memset(row, 0, d * sizeof(value_t))
         count = 0
         for k in range(a.bounds[b], a.bounds[b + 1]):
@@ -1466,6 +1538,7 @@ def first_out_of_range(cnp.ndarray indices,   # IN int32 or int64, contiguous
 cdef GatherArgs _gather_args(cnp.ndarray weight, cnp.ndarray indices, cnp.ndarray out,
                              int num_threads):
     cdef GatherArgs a
+    memset(&a, 0, sizeof(GatherArgs))
     a.weight = _rows_of(weight)
     a.idx = _indices_of(indices)
     a.out = _rows_of(out)
