@@ -7,27 +7,48 @@ import fastembed_ext
 from fastembed_ext import _reference
 from conftest import THREADS, backend_threads, cached, describe, indices, table, torch_or_skip
 
-BAGS, BAG_LEN = 4096, 20
+# (T, d, entries per bag, bags): the shapes PyTorch's FBGEMM path is measured at
+BAG_SHAPES = [(1_000_000, 64, 20, 16384), (100_000, 128, 100, 4096), (1_000_000, 256, 4, 16384)]
+SMOKE_BAG_SHAPES = [(30_000, 64, 20, 1024)]
+BAG_BACKENDS = ["numpy-reduceat", "cython-1", f"cython-{THREADS}", "torch-1", f"torch-{THREADS}"]
 
 
-def _bag_inputs(T, dist):
-    idx = indices(T, dist, "int64", size=BAGS * BAG_LEN)
-    offsets = np.arange(BAGS, dtype=np.int64) * BAG_LEN
-    return idx, offsets
+def _bag_shapes(config):
+    return SMOKE_BAG_SHAPES if config.getoption("benchmark_disable", False) else BAG_SHAPES
+
+
+def pytest_generate_tests(metafunc):
+    if "bag_shape" in metafunc.fixturenames:
+        shapes = _bag_shapes(metafunc.config)
+        metafunc.parametrize("bag_shape", shapes, ids=[f"T{t}-d{d}-L{l}-B{b}" for t, d, l, b in shapes])
+
+
+def _bag_inputs(T, d, length, bags):
+    idx = indices(T, "uniform", "int64", size=bags * length)
+    offsets = np.arange(bags, dtype=np.int64) * length
+    return table(T, d), idx, offsets
+
+
+def _numpy_bag(w, idx, offsets, length, mode):
+    # the fastest NumPy spelling of a bag of fixed-length bags: one gather, one reduceat
+    rows = w[idx]
+    if mode == "sum":
+        return np.add.reduceat(rows, offsets, axis=0)
+    if mode == "mean":
+        return np.add.reduceat(rows, offsets, axis=0) / np.float32(length)
+    return np.maximum.reduceat(rows, offsets, axis=0)
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-@pytest.mark.parametrize("backend", ["numpy", "cython-1", f"cython-{THREADS}", "torch-1", f"torch-{THREADS}"])
-def test_embedding_bag(benchmark, backend, mode, T, d):
-    # T and d come from the grid in conftest.py
-    w = table(T, d)
-    idx, offsets = _bag_inputs(T, "zipf")
+@pytest.mark.parametrize("backend", BAG_BACKENDS)
+def test_embedding_bag(benchmark, backend, mode, bag_shape):
+    T, d, length, bags = bag_shape
+    w, idx, offsets = _bag_inputs(T, d, length, bags)
     name, n = backend_threads(backend)
-    benchmark.group = f"embedding_bag {mode} float32 T={T} d={d} bags={BAGS}x{BAG_LEN} zipf int64"
+    benchmark.group = f"embedding_bag {mode} float32 T={T} d={d} bags={bags}x{length} uniform int64"
     describe(benchmark, name, n)
-    if name == "numpy":
-        benchmark.pedantic(_reference.embedding_bag, (w, idx, offsets), {"mode": mode},
-                           rounds=3, iterations=1)
+    if name == "numpy-reduceat":
+        benchmark(_numpy_bag, w, idx, offsets, length, mode)
     elif name == "cython":
         benchmark(fastembed_ext.embedding_bag, w, idx, offsets, mode=mode, num_threads=n)
     else:
@@ -37,18 +58,37 @@ def test_embedding_bag(benchmark, backend, mode, T, d):
         benchmark(torch.nn.functional.embedding_bag, it, wt, ot, mode=mode)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "cython-1", f"cython-{THREADS}"])
-def test_embedding_bag_backward_sum(benchmark, backend):
-    T, d = 30_000, 64
-    idx, offsets = _bag_inputs(T, "zipf")
-    g = cached(("bag-grad", d), lambda: np.random.default_rng(9).random((BAGS, d), dtype=np.float32))
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+@pytest.mark.parametrize("backend", ["numpy-add-at", "cython-1", f"cython-{THREADS}", "torch-1",
+                                     f"torch-{THREADS}"])
+def test_embedding_bag_backward(benchmark, backend, mode, bag_shape):
+    T, d, length, bags = bag_shape
+    _, idx, offsets = _bag_inputs(T, d, length, bags)
+    g = cached(("bag-grad", bags, d), lambda: np.random.default_rng(9).random((bags, d), dtype=np.float32))
     name, n = backend_threads(backend)
-    benchmark.group = f"embedding_bag_backward sum float32 T={T} d={d} bags={BAGS}x{BAG_LEN} zipf"
+    benchmark.group = (f"embedding_bag_backward {mode} float32 T={T} d={d} bags={bags}x{length} "
+                       f"uniform int64")
     describe(benchmark, name, n)
-    if name == "numpy":
-        benchmark.pedantic(_reference.embedding_bag_backward, (g, idx, offsets, T), rounds=3, iterations=1)
+    if name == "numpy-add-at":
+        def numpy_backward():
+            gw = np.zeros((T, d), np.float32)
+            rows = np.repeat(g if mode == "sum" else g / np.float32(length), length, axis=0)
+            np.add.at(gw, idx, rows)
+            return gw
+        benchmark.pedantic(numpy_backward, rounds=3, iterations=1)
+    elif name == "cython":
+        benchmark(fastembed_ext.embedding_bag_backward, g, idx, offsets, T, mode=mode, num_threads=n)
     else:
-        benchmark(fastembed_ext.embedding_bag_backward, g, idx, offsets, T, num_threads=n)
+        torch = torch_or_skip()
+        torch.set_num_threads(n)
+        code = {"sum": 0, "mean": 1}[mode]
+        wt, it, ot, gt = (torch.from_numpy(table(T, d)), torch.from_numpy(idx),
+                          torch.from_numpy(offsets), torch.from_numpy(g))
+        _, o2b, size, maxi = torch.ops.aten._embedding_bag(wt, it, ot, False, code, False, None,
+                                                           False, -1)
+        # what autograd calls for embedding_bag's weight gradient (dense)
+        benchmark(torch.ops.aten._embedding_bag_backward, gt, it, ot, o2b, size, maxi, T, False,
+                  code, False, None, -1)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cython-1", f"cython-{THREADS}", "torch-1"])
