@@ -111,10 +111,10 @@ def rewrite(readme: str, block: str) -> str:
     """``readme`` with the text between the markers replaced by ``block``."""
     if readme.count(BEGIN) != 1 or readme.count(END) != 1:
         raise BenchError(f"the README must hold each marker exactly once:\n{BEGIN}\n{END}")
+    if readme.index(END) < readme.index(BEGIN):
+        raise BenchError("the README's end marker comes before its begin marker")
     head, rest = readme.split(BEGIN)
     _, tail = rest.split(END)
-    if END in head:
-        raise BenchError("the README's end marker comes before its begin marker")
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
