@@ -382,7 +382,7 @@ def run(json_path: str | None = None, plot_path: str | None = None, quick: bool 
     progress = Progress(len(list(_cases(quick))))
     results, load = sweep(quick, threads, torch, progress)
     info = fe.info()
-    data = {
+    data: dict[str, Any] = {
         "schema": SCHEMA,
         "meta": {
             "started": started.isoformat(timespec="seconds"),
