@@ -712,6 +712,16 @@ def _as_array(x):
         return None
 
 
+def _as_indices(x):
+    """What the package reads indices as: ``_as_array``, except that an empty list or
+    tuple (float64 to np.asarray) is an empty integer index, as for np.take."""
+    arr = _as_array(x)
+    if arr is not None and isinstance(x, (list, tuple)) and arr.size == 0 \
+            and arr.dtype == np.float64:
+        return arr.astype(np.intp)
+    return arr
+
+
 def _is_int(x):
     return not isinstance(x, (bool, np.bool_)) and isinstance(x, numbers.Integral)
 
@@ -810,7 +820,7 @@ def model(case, a):
                 e.fail(ValueError, f"weight shape {w.shape}")
             else:
                 num_rows, d = w.shape
-        idx = _model_indices(e, _as_array(a["indices"]))
+        idx = _model_indices(e, _as_indices(a["indices"]))
         out = a["out"]
         if out is not None:
             shape = idx.shape + (d,) if idx is not None and d is not None else None
@@ -834,7 +844,7 @@ def model(case, a):
             else:
                 num_rows, d = gw.shape
             _model_dest(e, gw, "grad_weight", None, None)
-        idx = _model_indices(e, _as_array(a["indices"]))
+        idx = _model_indices(e, _as_indices(a["indices"]))
         g = _as_array(a["grad"])
         if g is None:
             e.fail(TypeError, "grad is not an array")
@@ -865,7 +875,7 @@ def model(case, a):
         e.fail(TypeError, "grad is not an array")
     elif not _value_dtype_ok(g.dtype):
         e.fail(TypeError, f"grad dtype {g.dtype}")
-    idx = _model_indices(e, _as_array(a["indices"]))
+    idx = _model_indices(e, _as_indices(a["indices"]))
     if g is not None and idx is not None and (g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape):
         e.fail(ValueError, f"grad shape {g.shape} for indices {idx.shape}")
     _model_padding(e, a["padding_idx"], num_rows)
@@ -884,7 +894,7 @@ def _pad_row(p, num_rows):
 
 
 def _add_at(table, idx, grad, pad):
-    idx = np.asarray(idx)
+    idx = _as_indices(idx)
     grad = np.asarray(grad)
     if pad is not None:
         keep = idx != pad
@@ -896,7 +906,7 @@ def _add_at(table, idx, grad, pad):
 
 def _scaled(grad, idx):
     grad = np.asarray(grad)
-    idx = np.asarray(idx)
+    idx = _as_indices(idx)
     if idx.size == 0:
         return grad
     opmath = np.float64 if grad.dtype == np.float64 else np.float32

@@ -1,16 +1,19 @@
 """Check what an sdist or a wheel of fastembed_ext carries.  Standard library only.
 
     python inspect_dist.py sdist SDIST.tar.gz FILELIST   # FILELIST: the source snapshot, one path a line
-    python inspect_dist.py wheel WHEEL.whl [FILELIST] [--no-libgomp]
+    python inspect_dist.py wheel WHEEL.whl [FILELIST]
 
 sdist: every file of the snapshot under src/, tests/, bench/, examples/ and the top-level
-build files must be in the sdist, and nothing generated (.c, .so, .o, build/).
+build files (LICENSE and CHANGELOG.md included) must be in the sdist, and nothing
+generated (.c, .so, .o, build/).
 
-wheel: the package's modules, stub, py.typed and the compiled extension must be
-there (with FILELIST: every .py/.pyi/py.typed of src/fastembed_ext/ in the
-snapshot); sources (.c/.pyx/.pxd/.h), objects, build/, tests/ and src/ must not.  A
-repaired Linux wheel must carry libgomp in fastembed_ext.libs/ (auditwheel's
-grafted copy); --no-libgomp for a serial or unrepaired wheel.
+wheel: the package's modules, stub, py.typed, the compiled extension and the
+LICENSE (in .dist-info/licenses/) must be there (with FILELIST: every
+.py/.pyi/py.typed of src/fastembed_ext/ in the snapshot); sources
+(.c/.pyx/.pxd/.h), objects, build/, tests/ and src/ must not.  Nothing may be
+bundled in fastembed_ext.libs/: the engine is plain pthreads, so a repaired
+wheel grafts no libgomp (--no-libgomp, its earlier switch, is accepted and
+changes nothing).
 
 Prints one line per finding and exits 1 on any failure.
 """
@@ -22,7 +25,8 @@ import zipfile
 from pathlib import PurePosixPath
 
 # what the sdist must carry from the snapshot (MANIFEST.in's promise)
-SDIST_REQUIRED_GLOBS = ("src/*", "tests/*", "bench/*", "examples/*", "README.md", "pyproject.toml", "setup.py")
+SDIST_REQUIRED_GLOBS = ("src/*", "tests/*", "bench/*", "examples/*", "README.md", "LICENSE",
+                        "CHANGELOG.md", "pyproject.toml", "setup.py")
 # generated or build-only: must never ship
 # (setuptools' src/fastembed_ext.egg-info/ in the sdist is normal metadata)
 FORBIDDEN_GLOBS = ("*.c", "*.o", "*.obj", "*.so", "*.pyd", "*.html", "build/*", "*/build/*",
@@ -54,11 +58,13 @@ def check_sdist(sdist, filelist):
     for path in sorted(names):
         if _match(path, FORBIDDEN_GLOBS):
             failures.append(f"sdist carries a generated file {path}")
+    if "LICENSE" not in names:
+        failures.append("sdist has no LICENSE")
     print(f"sdist {sdist}: {len(names)} files")
     return failures
 
 
-def check_wheel(wheel, want_libgomp, filelist=None):
+def check_wheel(wheel, filelist=None):
     with zipfile.ZipFile(wheel) as zf:
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
     required = list(WHEEL_REQUIRED)
@@ -82,10 +88,11 @@ def check_wheel(wheel, want_libgomp, filelist=None):
     for path in names:
         if _match(path, WHEEL_SOURCE_GLOBS):
             failures.append(f"wheel carries a source or build file {path}")
-    gomp = [n for n in names if fnmatch.fnmatch(n, "fastembed_ext.libs/libgomp*.so*")]
-    if want_libgomp and not gomp:
-        failures.append("wheel does not bundle libgomp in fastembed_ext.libs/")
+    if not any(fnmatch.fnmatch(n, "*.dist-info/licenses/LICENSE") for n in names):
+        failures.append("wheel has no .dist-info/licenses/LICENSE")
     libs = [n for n in names if n.startswith("fastembed_ext.libs/")]
+    for lib in libs:
+        failures.append(f"wheel bundles {lib}: the engine needs only pthreads and the C library")
     print(f"wheel {PurePosixPath(wheel).name}: {len(names)} files; extension {ext}; bundled libs {libs}")
     return failures
 
@@ -95,7 +102,7 @@ def main(argv):
         failures = check_sdist(argv[1], argv[2])
     elif len(argv) >= 2 and argv[0] == "wheel":
         rest = [a for a in argv[2:] if not a.startswith("--")]
-        failures = check_wheel(argv[1], "--no-libgomp" not in argv[2:], rest[0] if rest else None)
+        failures = check_wheel(argv[1], rest[0] if rest else None)
     else:
         print(__doc__, file=sys.stderr)
         return 2

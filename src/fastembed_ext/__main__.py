@@ -8,6 +8,7 @@ exits non-zero if any check fails.
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Iterator
 
@@ -16,7 +17,7 @@ import numpy as np
 import fastembed_ext as fe
 
 from . import _runtime
-from ._bench import explain_threads
+from ._bench import explain_threads, fastest, gather_peers, scatter_peers
 from ._workloads import edge_values, median_seconds, same_bits, zipf_ids
 
 VOCAB = 30522
@@ -84,16 +85,13 @@ def main_job(args: argparse.Namespace) -> int:
     out = np.empty((BATCH, WIDTH), np.float32)
     gw = np.zeros((VOCAB, WIDTH), np.float32)
     # The NumPy peer of each row is the fastest NumPy spelling of the operation,
-    # measured here: np.take(..., out=) with mode="raise" buffers the whole
-    # result first and runs about half as fast as the others.
+    # measured here (np.take(..., out=) with mode="raise" is not one: it buffers
+    # the whole result first and runs about half as fast as the others).
+    peers = gather_peers(w, ids, out)
     rows: list[tuple[str, dict[str, Callable[[], Any]], Callable[[int], Any], Any]] = [
-        ("gather(out=)", {"np.take(out=, mode='clip')":
-                          lambda: np.take(w, ids, axis=0, out=out, mode="clip"),
-                          "np.take(out=)": lambda: np.take(w, ids, axis=0, out=out)},
-         lambda n: fe.gather(w, ids, out=out, num_threads=n), w),
-        ("gather", {"np.take": lambda: np.take(w, ids, axis=0), "W[ids]": lambda: w[ids]},
-         lambda n: fe.gather(w, ids, num_threads=n), w),
-        ("scatter_add", {"np.add.at": lambda: np.add.at(gw, ids, g)},
+        ("gather(out=)", peers, lambda n: fe.gather(w, ids, out=out, num_threads=n), w),
+        ("gather", peers, lambda n: fe.gather(w, ids, num_threads=n), w),
+        ("scatter_add", scatter_peers(gw, ids, g),
          lambda n: fe.scatter_add(gw, ids, g, num_threads=n), gw),
         ("embedding_backward", {"np.zeros + np.add.at":
                                 lambda: fe.embedding_backward(g, ids, VOCAB, backend="numpy")},
@@ -108,7 +106,7 @@ def main_job(args: argparse.Namespace) -> int:
     for name, peers, fast, table in rows:
         repeat = 3 if name in ("scatter_add", "embedding_backward") else 10
         timed = {peer: median_seconds(ref, budget=0, min_rounds=repeat) for peer, ref in peers.items()}
-        peer = min(timed, key=lambda k: timed[k])
+        peer = fastest(timed)
         t_ref = timed[peer]
         t1 = median_seconds(lambda: fast(1), budget=0, min_rounds=10)
         line = f"{name:<20}{peer:<28}{t_ref * 1e3:>8.2f}{t1 * 1e3:>13.2f}{t_ref / t1:>7.1f}x"
@@ -127,25 +125,55 @@ def main_job(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+CHECK_SHAPES = [(1, 1, 5), (7, 0, 3), (50, 3, 0), (300, 17, 4000), (2000, 64, 20000),
+                (5, 130, 9000)]
+CHECK_THREADS = (1, 2, 3, 8)
+CHECK_DTYPES = (np.float16, np.float32, np.float64)
+CHECK_INDEX_DTYPES = (np.int32, np.int64, np.uint16)
+
+
 def check(args: argparse.Namespace) -> int:
     """A wider bit-for-bit sweep: every dtype, index dtype, thread count and edge shape."""
     if not _require_compiled():
         return 1
     rng = np.random.default_rng(args.seed)
     failures = total = 0
-    shapes = [(1, 1, 5), (7, 0, 3), (50, 3, 0), (300, 17, 4000), (2000, 64, 20000), (5, 130, 9000)]
-    for dtype in (np.float16, np.float32, np.float64):
-        for idx_dtype in (np.int32, np.int64, np.uint16):
-            for num_rows, width, batch in shapes:
+    groups: dict[tuple[str, str, str], list[int]] = {}   # (op, dtype, index dtype): [equal, all]
+    for dtype in CHECK_DTYPES:
+        for idx_dtype in CHECK_INDEX_DTYPES:
+            for num_rows, width, batch in CHECK_SHAPES:
                 ids = rng.integers(0, num_rows, size=batch).astype(idx_dtype)
-                for name, ok in _comparisons(rng, dtype, num_rows, width, batch, (1, 2, 3, 8),
+                for name, ok in _comparisons(rng, dtype, num_rows, width, batch, CHECK_THREADS,
                                              ids):
                     total += 1
                     failures += not ok
+                    tally = groups.setdefault(
+                        (name.split()[0], np.dtype(dtype).name, np.dtype(idx_dtype).name), [0, 0])
+                    tally[0] += ok
+                    tally[1] += 1
                     if not ok:
                         print(f"MISMATCH {name} T={num_rows} d={width} B={batch} "
                               f"indices={np.dtype(idx_dtype)}")
-    print(f"check: {total - failures} of {total} comparisons bit-identical to NumPy")
+    print(f"check: {total - failures} of {total} comparisons bit-identical to NumPy"
+          + ("" if args.verbose else " (-v: what was covered)"))
+    if args.verbose:
+        shapes = ", ".join(f"{t}x{d} B={b}" for t, d, b in CHECK_SHAPES)
+        print("covered: each compiled call against backend='numpy' (_reference), compared byte "
+              "for byte")
+        print("  operations   gather(out=), scatter_add, embedding_backward(padding_idx=0, "
+              "scale_grad_by_freq=True)")
+        print(f"  values       {', '.join(np.dtype(t).name for t in CHECK_DTYPES)}: a third "
+              f"special values (+-0, +-inf, subnormals, largest finite, rounding ties, quiet "
+              f"and signalling NaNs with payloads), a third random bit patterns, a third "
+              f"normal numbers (sd 4)")
+        print(f"  indices      {', '.join(np.dtype(t).name for t in CHECK_INDEX_DTYPES)} "
+              f"(uint16 is converted), uniform over the table")
+        print(f"  shapes       T x d and B indices: {shapes}")
+        print(f"  threads      {', '.join(map(str, CHECK_THREADS))} (num_threads=; the engine "
+              f"may keep small calls on one)")
+        print(f"  {'operation':<20}{'values':<9}{'indices':<9}{'bit-identical':>14}")
+        for (op, dt, it), (equal, count) in groups.items():
+            print(f"  {op:<20}{dt:<9}{it:<9}{f'{equal} of {count}':>14}")
     return 1 if failures else 0
 
 
@@ -168,18 +196,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="what is installed and active").set_defaults(func=show_info)
-    sub.add_parser("check", help="wide bit-for-bit sweep against NumPy").set_defaults(func=check)
+    c = sub.add_parser("check", help="wide bit-for-bit sweep against NumPy")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="say what was covered: operations, dtypes, shapes, thread counts")
+    c.set_defaults(func=check)
     p = sub.add_parser("bench", help="compact speed sweep against NumPy (and torch if installed)")
-    p.add_argument("--json", metavar="PATH", help="save the results as JSON")
-    p.add_argument("--plot", metavar="PATH.png", help="draw speedup against d (needs matplotlib)")
-    p.add_argument("--quick", action="store_true", help="a few cases only")
+    p.add_argument("--json", metavar="PATH",
+                   help="save medians, ratios, machine, versions, threads and load as JSON")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="draw the speedups as one figure (needs matplotlib: "
+                        "pip install 'fastembed_ext[plot]')")
+    p.add_argument("--quick", action="store_true", help="a few cases only (T=30000, 3 widths)")
     p.add_argument("--load", action="store_true",
                    help="default threads against one thread, quiet, beside a busy loop, "
                         "and with one process per CPU at once")
     p.set_defaults(func=bench)
     args = parser.parse_args(argv)
+    if getattr(args, "load", False) and (args.json or args.plot or args.quick):
+        p.error("--load runs on its own: it takes no --json, --plot or --quick")
     func: Callable[[argparse.Namespace], int] = getattr(args, "func", main_job)
-    return func(args)
+    # line by line, so that a reader who stops early (| head) stops the job early
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    try:
+        code = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away.  Point stdout at /dev/null so that the interpreter's
+        # last flush cannot fail again, and exit as a process killed by SIGPIPE does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
+    return code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ or into ``_reference``.  A call that raises has written nothing.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -82,12 +82,42 @@ def _flat(a: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any] | None:
     return None if a is None else ck.contiguous(a.reshape(-1))
 
 
+@overload
+def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
+                  offsets: npt.ArrayLike | None = None, *, mode: Literal["sum", "mean"] = "sum",
+                  per_sample_weights: npt.ArrayLike | None = None,
+                  include_last_offset: bool = False, padding_idx: int | None = None,
+                  out: npt.NDArray[Any] | None = None, backend: Backend = "auto",
+                  num_threads: int | None = None) -> npt.NDArray[Any]: ...
+
+
+@overload
+def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
+                  offsets: npt.ArrayLike | None = None, *, mode: Literal["max"],
+                  per_sample_weights: npt.ArrayLike | None = None,
+                  include_last_offset: bool = False, padding_idx: int | None = None,
+                  out: npt.NDArray[Any] | None = None, backend: Backend = "auto",
+                  num_threads: int | None = None) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    ...
+
+
+@overload
+def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
+                  offsets: npt.ArrayLike | None = None, *, mode: BagMode,
+                  per_sample_weights: npt.ArrayLike | None = None,
+                  include_last_offset: bool = False, padding_idx: int | None = None,
+                  out: npt.NDArray[Any] | None = None, backend: Backend = "auto",
+                  num_threads: int | None = None
+                  ) -> npt.NDArray[Any] | tuple[npt.NDArray[Any], npt.NDArray[np.int64]]: ...
+
+
 def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
                   offsets: npt.ArrayLike | None = None, *, mode: BagMode = "sum",
                   per_sample_weights: npt.ArrayLike | None = None,
                   include_last_offset: bool = False, padding_idx: int | None = None,
                   out: npt.NDArray[Any] | None = None, backend: Backend = "auto",
-                  num_threads: int | None = None) -> Any:
+                  num_threads: int | None = None
+                  ) -> npt.NDArray[Any] | tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Reduce bags of rows: PyTorch's ``embedding_bag``.
 
     Parameters
@@ -111,7 +141,8 @@ def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
     Returns
     -------
     ndarray of shape (B, d), or (out, max_indices) for mode="max"
-        Empty bags give zeros (and max_indices -1).  The bits are those of
+        ``max_indices`` is int64 of shape (B, d): the row each maximum came
+        from.  Empty bags give zeros (and max_indices -1).  The bits are those of
         ``_reference.embedding_bag``, for any thread count.
     """
     run_on = rt.resolve_backend(backend)
@@ -129,6 +160,8 @@ def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
                           (psw, "per_sample_weights"))
     pad = ck.check_padding_idx(padding_idx, num_rows, "weight")
     flat = ck.checked_flat_indices(idx, num_rows, "weight", run_on)
+    result: npt.NDArray[Any]
+    max_indices: npt.NDArray[np.int64] | None
     if run_on == "numpy":
         res = _reference.embedding_bag(w, flat, bounds[:-1], mode=mode,
                                        per_sample_weights=_flat(psw), padding_idx=pad)
@@ -136,13 +169,14 @@ def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
         if out is not None:
             out[...] = result
             result = out
-        return (result, max_indices) if mode == "max" else result
-    if out is None:
-        out = np.empty((num_bags, d), dtype=w.dtype)
-    max_indices = np.empty((num_bags, d), dtype=np.int64) if mode == "max" else None
-    rt.kernels.bag_rows(ck.rows(w), flat, bounds, out, rt.kernels.BAG_MODES[mode], _flat(psw),
-                        max_indices, -1 if pad is None else pad, threads)
-    return (out, max_indices) if mode == "max" else out
+    else:
+        result = np.empty((num_bags, d), dtype=w.dtype) if out is None else out
+        max_indices = np.empty((num_bags, d), dtype=np.int64) if mode == "max" else None
+        rt.kernels.bag_rows(ck.rows(w), flat, bounds, result, rt.kernels.BAG_MODES[mode],
+                            _flat(psw), max_indices, -1 if pad is None else pad, threads)
+    if max_indices is not None:
+        return result, max_indices
+    return result
 
 
 def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
@@ -153,7 +187,8 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
                            include_last_offset: bool = False, padding_idx: int | None = None,
                            grad_weight: npt.NDArray[Any] | None = None,
                            backend: Backend = "auto",
-                           num_threads: int | None = None) -> tuple[Any, Any]:
+                           num_threads: int | None = None
+                           ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
     """Gradients of ``embedding_bag``: for the table and, with per_sample_weights, for them.
 
     Parameters

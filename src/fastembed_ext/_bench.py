@@ -1,15 +1,24 @@
-"""``python -m fastembed_ext bench``: a compact speed sweep, under a minute.
+"""``python -m fastembed_ext bench``: a compact speed sweep, about a minute.
 
-Every case is timed against its NumPy peer (and torch where installed) in the
-same run, and reported as a ratio: peer time / fastembed_ext time.  The full
-grid, with pytest-benchmark's statistics, is ``pytest bench`` in the source
-tree.
+Every case is timed against the fastest NumPy spelling of its operation,
+measured in the same run (and against torch where it is installed), and
+reported as a ratio: peer time / fastembed_ext time.  ``--json`` keeps the
+medians themselves, the machine, the versions, the thread counts and the load
+the run saw, so that two runs can be compared; ``scripts/readme_numbers.py``
+turns that file into the README's tables.  ``--plot`` draws one figure of the
+same ratios.  The full grid, with pytest-benchmark's statistics, is
+``pytest bench`` in the source tree.
 """
 
+from __future__ import annotations
+
+import datetime
 import json
+import os
 import platform
+import statistics
 import sys
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -20,7 +29,201 @@ from ._workloads import median_seconds as _median
 from ._workloads import zipf_ids
 
 B = 65536
+SCHEMA = 2
+OPERATIONS = ("gather", "scatter_add")
+# what each operation's fastembed_ext call is, as printed and saved
+CALLS = {"gather": "fe.gather(W, idx, out=out)", "scatter_add": "fe.scatter_add(dW, idx, G)"}
 
+
+# --------------------------------------------------------------------------
+# the peers: every NumPy spelling of an operation, the fastest one wins
+
+def gather_peers(w: np.ndarray[Any, Any], ids: np.ndarray[Any, Any],
+                 out: np.ndarray[Any, Any]) -> dict[str, Callable[[], Any]]:
+    """The NumPy spellings of a row gather.  ``np.take(..., out=)`` with the
+    default mode="raise" is left out: it buffers the whole result before it
+    writes ``out`` and runs about half as fast as these."""
+    return {"np.take": lambda: np.take(w, ids, axis=0),
+            "W[idx]": lambda: w[ids],
+            "np.take(out=, mode='clip')": lambda: np.take(w, ids, axis=0, out=out, mode="clip")}
+
+
+def scatter_peers(gw: np.ndarray[Any, Any], ids: np.ndarray[Any, Any],
+                  g: np.ndarray[Any, Any]) -> dict[str, Callable[[], Any]]:
+    """NumPy's one spelling of an unbuffered scatter-add."""
+    return {"np.add.at": lambda: np.add.at(gw, ids, g)}
+
+
+PEER_SPELLINGS = {
+    "gather": {"np.take": "np.take(W, idx, axis=0)", "W[idx]": "W[idx]",
+               "np.take(out=, mode='clip')": "np.take(W, idx, axis=0, out=out, mode='clip')"},
+    "scatter_add": {"np.add.at": "np.add.at(dW, idx, G)"},
+}
+
+
+def fastest(medians: dict[str, float]) -> str:
+    return min(medians, key=lambda k: medians[k])
+
+
+# --------------------------------------------------------------------------
+# the machine and the load, so that two runs can be compared
+
+_X86_LEVELS = (
+    ("x86-64-v2", {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}),
+    ("x86-64-v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    ("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+)
+
+
+def _cpuinfo(path: str = "/proc/cpuinfo") -> list[dict[str, str]]:
+    """The processor blocks of /proc/cpuinfo (Linux), or [] elsewhere."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return []
+    blocks = []
+    for block in text.strip().split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        blocks.append(fields)
+    return blocks
+
+
+def isa_level(arch: str, flags: set[str]) -> str:
+    """The x86-64 micro-architecture level (v1 to v4) the CPU's flags reach,
+    the AArch64 extensions that matter here, or "unknown"."""
+    if arch.lower() in ("x86_64", "amd64"):
+        if not flags:
+            return "unknown"
+        level = "x86-64-v1"
+        for name, needs in _X86_LEVELS:
+            if not needs <= flags:
+                break
+            level = name
+        return level
+    if arch.lower() in ("aarch64", "arm64"):
+        extra = [f for f in ("asimdhp", "sve", "sve2") if f in flags]
+        return "aarch64" + (f" ({', '.join(extra)})" if extra else "")
+    return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, ISA level and the CPUs this process may use."""
+    blocks = _cpuinfo()
+    first = blocks[0] if blocks else {}
+    arch = platform.machine()
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    model = (first.get("model name") or first.get("Model") or first.get("Hardware")
+             or platform.processor() or arch)
+    cores = {(b.get("physical id"), b.get("core id")) for b in blocks if "core id" in b}
+    usable, facts = _runtime.cpu_budget()
+    return {
+        "cpu_model": model,
+        "arch": arch,
+        "isa_level": isa_level(arch, flags),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": len(cores) or None,
+        "usable_cpus": usable,
+        "affinity": facts["affinity"],
+        "cgroup_quota": facts["cgroup_quota"],
+        "cpu_features": fe.info()["cpu"],
+        "os": platform.platform(),
+    }
+
+
+def versions(torch: Any) -> dict[str, Any]:
+    info = fe.info()
+    return {"fastembed_ext": fe.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "torch": torch.__version__ if torch else None,
+            "engine": info["engine"], "build_cflags": info["build"].get("cflags")}
+
+
+def load_now() -> dict[str, Any]:
+    """The 1-minute load average and the tasks other than this process that want a CPU now."""
+    try:
+        loadavg: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        loadavg = None
+    others = int(_runtime.kernels.runnable_others()) if _runtime.kernels is not None else 0
+    return {"loadavg_1min": loadavg, "runnable_others": others}
+
+
+def _load_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    avgs = [s["loadavg_1min"] for s in samples if s["loadavg_1min"] is not None]
+    others = [s["runnable_others"] for s in samples]
+    return {"samples": len(samples),
+            "loadavg_1min_min": min(avgs) if avgs else None,
+            "loadavg_1min_max": max(avgs) if avgs else None,
+            "runnable_others_median": statistics.median(others) if others else None,
+            "runnable_others_max": max(others) if others else None}
+
+
+# --------------------------------------------------------------------------
+# output paths: checked before the sweep, so a bad one costs nothing
+
+def check_output_path(path: str, option: str) -> str | None:
+    """Why ``path`` cannot be written, or None when it can."""
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        return f"{option} {path}: is a directory"
+    if not os.path.isdir(directory):
+        return f"{option} {path}: the directory {directory} does not exist"
+    if not os.access(directory, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        return f"{option} {path}: not writable"
+    return None
+
+
+def check_plot_path(path: str) -> str | None:
+    """Why ``--plot path`` cannot be drawn (matplotlib missing, unknown format), or None."""
+    try:
+        from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return ("--plot needs matplotlib, which is not installed: "
+                "pip install 'fastembed_ext[plot]' (or pip install matplotlib)")
+    problem = check_output_path(path, "--plot")
+    if problem:
+        return problem
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    if suffix not in formats:
+        return (f"--plot {path}: the name must end in an image format matplotlib writes "
+                f"({', '.join('.' + f for f in sorted(formats))}), got "
+                f"{('.' + suffix) if suffix else 'no extension'}")
+    return None
+
+
+# --------------------------------------------------------------------------
+# progress: a line that rewrites itself on a terminal, plain lines in a log
+
+class Progress:
+    def __init__(self, total: int, stream: IO[str] | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = 0
+
+    def step(self, n: int, text: str) -> None:
+        line = f"[{n:>{len(str(self.total))}}/{self.total}] {text}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------
+# the sweep
 
 def _torch() -> Any:
     try:
@@ -34,27 +237,52 @@ def _cases(quick: bool) -> Iterator[tuple[int, int, str]]:
     widths = (16, 128, 768) if quick else (16, 64, 128, 300, 768)
     tables = (30_000,) if quick else (30_000, 1_000_000)
     for num_rows in tables:
-        for d in widths:
-            for dist in ("uniform", "zipf"):
+        for dist in ("uniform", "zipf"):
+            for d in widths:
                 yield num_rows, d, dist
 
 
-def run(json_path: str | None = None, plot_path: str | None = None, quick: bool = False,
-        threads: int | None = None) -> int:
-    if _runtime.kernels is None:
-        print(f"fastembed_ext: {_runtime.unavailable_message()}", file=sys.stderr)
-        return 1
-    threads = threads or max(2, fe.get_num_threads())
-    torch = _torch()
+def _measure(op: str, peers: dict[str, Callable[[], Any]], fast: Callable[[int], Any],
+             torch_call: Callable[[], Any] | None, torch: Any, counts: list[int],
+             slow_peer: bool) -> dict[str, Any]:
+    """Medians of every peer spelling and of fastembed_ext at each thread count; ratios
+    against the fastest spelling."""
+    if slow_peer:   # np.add.at: seconds per call on the larger cases
+        peer_s = {k: _median(f, budget=0.3, min_rounds=3, max_rounds=5) for k, f in peers.items()}
+    else:
+        peer_s = {k: _median(f) for k, f in peers.items()}
+    peer = fastest(peer_s)
+    fe_s = {str(n): _median(lambda: fast(n)) for n in counts}
+    entry: dict[str, Any] = {
+        "call": CALLS[op], "peer": peer, "peer_seconds": peer_s, "fastembed_seconds": fe_s,
+        "speedup": {n: peer_s[peer] / t for n, t in fe_s.items()},
+    }
+    if torch_call is not None:
+        prev = torch.get_num_threads()
+        try:
+            torch_s = {}
+            for n in counts:
+                torch.set_num_threads(n)
+                torch_s[str(n)] = _median(torch_call)
+        finally:
+            torch.set_num_threads(prev)
+        entry["torch_seconds"] = torch_s
+        entry["vs_torch"] = {n: torch_s[n] / fe_s[n] for n in fe_s}
+    return entry
+
+
+def sweep(quick: bool, threads: int, torch: Any, progress: Progress | None = None
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every case's measurements, and the load samples taken between cases."""
     rng = np.random.default_rng(0)
     cases = list(_cases(quick))
+    counts = [1, threads]
     results = []
+    load = [load_now()]
     tables: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
-    print(f"fastembed_ext {fe.__version__} bench: float32, B={B}, threads 1 and {threads}"
-          f"{', torch ' + torch.__version__ if torch else ', torch not installed'}")
     for n_case, (num_rows, d, dist) in enumerate(cases, 1):
-        print(f"\r[{n_case:>2}/{len(cases)}] T={num_rows} d={d} {dist:<8}", end="", file=sys.stderr,
-              flush=True)
+        if progress is not None:
+            progress.step(n_case, f"T={num_rows} d={d} {dist} ids")
         key = (num_rows, d)
         if key not in tables:
             tables.clear()
@@ -62,83 +290,223 @@ def run(json_path: str | None = None, plot_path: str | None = None, quick: bool 
             w[...] = rng.random((num_rows, d), dtype=np.float32)
             tables[key] = w
         w = tables[key]
-        ids = (rng.integers(0, num_rows, B) if dist == "uniform"
-               else zipf_ids(rng, num_rows, B))
+        ids = (rng.integers(0, num_rows, B) if dist == "uniform" else zipf_ids(rng, num_rows, B))
         g = rng.random((B, d), dtype=np.float32)
         out = np.empty((B, d), np.float32)
         gw = np.zeros((num_rows, d), np.float32)
-        row = {"T": num_rows, "d": d, "dist": dist}
-        t_take = _median(lambda: np.take(w, ids, axis=0))
-        row["gather_1"] = t_take / _median(lambda: fe.gather(w, ids, out=out, num_threads=1))
-        row["gather_n"] = t_take / _median(lambda: fe.gather(w, ids, out=out, num_threads=threads))
-        t_addat = _median(lambda: np.add.at(gw, ids, g), budget=0.2, min_rounds=1, max_rounds=3)
-        t_s1 = _median(lambda: fe.scatter_add(gw, ids, g, num_threads=1))
-        t_sn = _median(lambda: fe.scatter_add(gw, ids, g, num_threads=threads))
-        row["scatter_1"] = t_addat / t_s1
-        row["scatter_n"] = t_addat / t_sn
-        row["scatter_n_vs_1"] = t_s1 / t_sn
+        row: dict[str, Any] = {"T": num_rows, "d": d, "ids": dist}
+        t_gather = t_scatter = None
         if torch is not None:
-            prev = torch.get_num_threads()
-            wt, it, gt = torch.from_numpy(w), torch.from_numpy(ids), torch.from_numpy(g)
-            gwt = torch.from_numpy(gw)
-            torch.set_num_threads(threads)
-            row["vs_torch_embedding_n"] = _median(lambda: torch.embedding(wt, it)) / _median(
-                lambda: fe.gather(w, ids, num_threads=threads))
-            row["vs_torch_index_add_n"] = _median(lambda: gwt.index_add_(0, it, gt)) / t_sn
-            torch.set_num_threads(prev)
+            wt, it, gt, gwt = (torch.from_numpy(w), torch.from_numpy(ids), torch.from_numpy(g),
+                               torch.from_numpy(gw))
+            t_gather = lambda: torch.embedding(wt, it)          # noqa: E731
+            t_scatter = lambda: gwt.index_add_(0, it, gt)       # noqa: E731
+        row["gather"] = _measure(
+            "gather", gather_peers(w, ids, out),
+            lambda n: fe.gather(w, ids, out=out, num_threads=n), t_gather, torch, counts, False)
+        row["scatter_add"] = _measure(
+            "scatter_add", scatter_peers(gw, ids, g),
+            lambda n: fe.scatter_add(gw, ids, g, num_threads=n), t_scatter, torch, counts, True)
+        for op, table in (("gather", w), ("scatter_add", gw)):
+            # why the engine kept a call on one thread, where it did: read beside the ratio
+            row[op]["one_thread_because"] = explain_threads(op, table, ids, threads) or None
         results.append(row)
-    print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+        load.append(load_now())
+    if progress is not None:
+        progress.done()
+    return results, load
 
-    cols = [("gather_1", "gather 1t"), ("gather_n", f"gather {threads}t"),
-            ("scatter_1", "scatter 1t"), ("scatter_n", f"scatter {threads}t"),
-            ("scatter_n_vs_1", f"{threads}t/1t")]
-    if torch is not None:
-        cols += [("vs_torch_embedding_n", "vs torch.emb"), ("vs_torch_index_add_n", "vs index_add_")]
-    print("ratios: peer time / fastembed_ext time (gather vs np.take, scatter vs np.add.at)")
-    print(f"{'T':>9}{'d':>5}{'ids':>9}" + "".join(f"{title:>15}" for _, title in cols))
-    for row in results:
-        print(f"{row['T']:>9}{row['d']:>5}{row['dist']:>9}"
-              + "".join(f"{row[key]:>14.2f}x" for key, _ in cols))
 
-    meta = {"machine": platform.machine(), "processor": platform.processor(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__ if torch else None, "threads": threads,
-            "B": B, "dtype": "float32", "info": fe.info()}
+def print_table(data: dict[str, Any], stream: IO[str] | None = None) -> None:
+    out = stream if stream is not None else sys.stdout
+    n = data["meta"]["threads"][-1]
+    rows = data["results"]
+
+    def p(text: str = "") -> None:
+        print(text, file=out)
+
+    p(f"speedup over the fastest NumPy spelling, measured in this run "
+      f"(peer median / fastembed_ext median; higher is faster)")
+    p(f"{'':<26}{'gather(out=), vs the fastest NumPy spelling':<58}{'scatter_add, vs np.add.at'}")
+    p(f"{'T':>9}{'d':>6}{'ids':>9}  {'fastest spelling':<28}{'1 thread':>9}{f'{n} threads':>11}"
+      f"{f'{n}t/1t':>8}  {'1 thread':>9}{f'{n} threads':>11}{f'{n}t/1t':>8}")
+    for r in rows:
+        g, s = r["gather"], r["scatter_add"]
+        g1, gn = g["speedup"]["1"], g["speedup"][str(n)]
+        s1, sn = s["speedup"]["1"], s["speedup"][str(n)]
+        p(f"{r['T']:>9}{r['d']:>6}{r['ids']:>9}  {g['peer']:<28}{g1:>8.2f}x{gn:>10.2f}x"
+          f"{gn / g1:>7.2f}x  {s1:>8.1f}x{sn:>10.1f}x{sn / s1:>7.2f}x")
+    p(f"{n}t/1t: {n} threads over 1 thread, for that operation.  Medians and the losing "
+      f"spellings are in --json.")
+    if any("vs_torch" in r["gather"] for r in rows):
+        p()
+        p("against torch at the same thread count (torch median / fastembed_ext median)")
+        p(f"{'T':>9}{'d':>6}{'ids':>9}  {'torch.embedding 1t':>19}{f'{n}t':>8}"
+          f"{'index_add_ 1t':>16}{f'{n}t':>8}")
+        for r in rows:
+            g, s = r["gather"]["vs_torch"], r["scatter_add"]["vs_torch"]
+            p(f"{r['T']:>9}{r['d']:>6}{r['ids']:>9}  {g['1']:>18.2f}x{g[str(n)]:>7.2f}x"
+              f"{s['1']:>15.2f}x{s[str(n)]:>7.2f}x")
+    notes = [f"{op}, T={r['T']} d={r['d']} {r['ids']} ids: {r[op]['one_thread_because']}"
+             for r in rows for op in OPERATIONS if r[op].get("one_thread_because")]
+    if notes:
+        p()
+        p(f"where {n} threads were asked for and the engine ran one (its plan, read after "
+          f"each case):")
+        for note in notes:
+            p(f"  {note}")
+
+
+def run(json_path: str | None = None, plot_path: str | None = None, quick: bool = False,
+        threads: int | None = None) -> int:
+    problems = []
+    if json_path:
+        problems.append(check_output_path(json_path, "--json"))
+    if plot_path:
+        problems.append(check_plot_path(plot_path))
+    if any(problems):
+        for problem in filter(None, problems):
+            print(f"fastembed_ext bench: {problem}", file=sys.stderr)
+        return 2
+    if _runtime.kernels is None:
+        print(f"fastembed_ext: {_runtime.unavailable_message()}", file=sys.stderr)
+        return 1
+    threads = threads or max(2, fe.get_num_threads())
+    torch = _torch()
+    mach = machine()
+    print(f"fastembed_ext {fe.__version__} bench: float32, B={B} ids per call, threads 1 and "
+          f"{threads}; {mach['cpu_model']} ({mach['isa_level']}), {mach['usable_cpus']} usable "
+          f"CPU(s); {'torch ' + torch.__version__ if torch else 'torch not installed'}",
+          flush=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    progress = Progress(len(list(_cases(quick))))
+    results, load = sweep(quick, threads, torch, progress)
+    info = fe.info()
+    data: dict[str, Any] = {
+        "schema": SCHEMA,
+        "meta": {
+            "started": started.isoformat(timespec="seconds"),
+            "quick": quick,
+            "dtype": "float32",
+            "B": B,
+            "threads": [1, threads],
+            "default_threads": info["num_threads"],
+            "default_threads_source": info["num_threads_source"],
+            "machine": mach,
+            "versions": versions(torch),
+            "load": _load_summary(load),
+            "calls": CALLS,
+            "peers": PEER_SPELLINGS,
+            "units": "seconds (medians); speedup = fastest peer median / fastembed_ext median",
+        },
+        "results": results,
+    }
+    data["meta"]["summary"] = machine_line(data["meta"])
+    print_table(data)
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=2, default=str)
+            json.dump(data, f, indent=1)
+            f.write("\n")
         print(f"saved {json_path}")
     if plot_path:
-        _plot(results, plot_path, threads)
+        plot(data, plot_path)
+        print(f"saved {plot_path}")
     return 0
 
 
-def _plot(results: list[dict[str, Any]], path: str, threads: int) -> None:
-    try:
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        print("--plot needs matplotlib: pip install 'fastembed_ext[plot]'", file=sys.stderr)
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (op, peer) in zip(axes, (("gather", "np.take"), ("scatter", "np.add.at"))):
-        for (num_rows, dist) in sorted({(r["T"], r["dist"]) for r in results}):
-            rows = [r for r in results if r["T"] == num_rows and r["dist"] == dist]
-            ds = [r["d"] for r in rows]
-            for suffix, style in (("1", "--"), ("n", "-")):
-                label = f"T={num_rows} {dist} {1 if suffix == '1' else threads}t"
-                ax.plot(ds, [r[f"{op}_{suffix}"] for r in rows], style, marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("d (row width)")
-        ax.set_ylabel(f"speedup over {peer}")
-        ax.set_title(op)
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"saved {path}")
+# --------------------------------------------------------------------------
+# the picture
+
+def machine_line(meta: dict[str, Any]) -> str:
+    """One line saying where and under what load a run was taken (plot and README)."""
+    m, v, load = meta["machine"], meta["versions"], meta["load"]
+    cores = f"{m['usable_cpus']} usable CPU(s)"
+    if m.get("physical_cores"):
+        cores += f" of {m['logical_cpus']} logical, {m['physical_cores']} physical cores"
+    text = f"{m['cpu_model']} ({m['arch']}, {m['isa_level']}), {cores}"
+    if load.get("loadavg_1min_max") is not None:
+        text += (f"; load average {load['loadavg_1min_min']:.1f}-{load['loadavg_1min_max']:.1f}, "
+                 f"other runnable tasks max {load['runnable_others_max']} during the run")
+    text += (f"; fastembed_ext {v['fastembed_ext']}, NumPy {v['numpy']}, "
+             f"Python {v['python']}, {meta['started'][:10]}")
+    return text
+
+
+def plot(data: dict[str, Any], path: str) -> None:
+    """One figure: speedup over the fastest NumPy spelling, per operation (a panel each)
+    and thread count (a bar each), for every case of the run."""
+    import textwrap
+
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.lines import Line2D  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.patches import Patch  # type: ignore[import-not-found, unused-ignore]
+
+    meta, rows = data["meta"], data["results"]
+    n = meta["threads"][-1]
+    colours = {"1": "#9ecae1", str(n): "#08519c"}
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8.5), layout="constrained")
+    x = np.arange(len(rows))
+    width = 0.38
+    for ax, op in zip(axes, OPERATIONS):
+        peers = [r[op]["peer"] for r in rows]
+        if op == "gather":
+            won = ", ".join(f"{k} {peers.count(k)}" for k in PEER_SPELLINGS[op] if k in peers)
+            ax.set_title(f"gather(out=)  against the fastest of {', '.join(PEER_SPELLINGS[op])}, "
+                         f"per case (fastest: {won} of {len(rows)} cases)", fontsize=10, loc="left")
+        else:
+            ax.set_title("scatter_add  against np.add.at (repeated indices accumulate in order)",
+                         fontsize=10, loc="left")
+        for k, key in enumerate(("1", str(n))):
+            vals = [r[op]["speedup"][key] for r in rows]
+            bars = ax.bar(x + (k - 0.5) * width, vals, width, color=colours[key],
+                          edgecolor="white", linewidth=0.5)
+            for bar, r, v in zip(bars, rows, vals):
+                if key != "1" and r[op].get("one_thread_because"):
+                    bar.set_hatch("///")
+                ax.annotate(f"{v:.1f}" if v < 100 else f"{v:.0f}",
+                            (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
+        ax.axhline(1.0, color="#d62728", lw=1, ls="--")
+        ax.set_ylabel("speedup (x)")
+        ax.set_xticks(x, [f"d={r['d']}" for r in rows], fontsize=8)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        top = max(max(r[op]["speedup"].values()) for r in rows)
+        ax.set_ylim(0, top * 1.32)   # headroom for the labels and the legend
+        # the (T, ids) blocks under the d labels, with a line between blocks
+        blocks: list[tuple[int, int, str]] = []
+        for i, r in enumerate(rows):
+            if not blocks or (blocks[-1][1], blocks[-1][2]) != (r["T"], r["ids"]):
+                blocks.append((i, r["T"], r["ids"]))
+        for b, (start, num_rows, dist) in enumerate(blocks):
+            end = blocks[b + 1][0] if b + 1 < len(blocks) else len(rows)
+            if start:
+                ax.axvline(start - 0.5, color="grey", lw=0.6)
+            ax.annotate(f"T = {num_rows:,} rows, {dist} ids", ((start + end - 1) / 2, 0),
+                        xycoords=("data", "axes fraction"), xytext=(0, -20),
+                        textcoords="offset points", ha="center", va="top", fontsize=8.5)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(axis="y", color="#eeeeee")
+        ax.set_axisbelow(True)
+    handles: list[Any] = [Patch(color=colours["1"]), Patch(color=colours[str(n)]),
+                          Line2D([], [], color="#d62728", lw=1, ls="--")]
+    labels = ["1 thread", f"{n} threads", "1x: as fast as the NumPy peer"]
+    if any(r[op].get("one_thread_because") for r in rows for op in OPERATIONS):
+        handles.insert(2, Patch(facecolor=colours[str(n)], hatch="///", edgecolor="white"))
+        labels.insert(2, f"{n} threads asked, the engine ran 1 (why: bench's table, --json)")
+    axes[0].legend(handles, labels, loc="upper left", ncol=len(labels), fontsize=8,
+                   frameon=False)
+    quick = " (--quick sweep)" if meta.get("quick") else ""
+    fig.suptitle(f"fastembed_ext against the fastest NumPy spelling: float32, "
+                 f"B = {meta['B']:,} ids per call{quick}", fontsize=12, fontweight="bold",
+                 x=0.01, ha="left")
+    fig.supxlabel("\n".join(textwrap.wrap("Measured on " + machine_line(meta) + ". Speedup = "
+                                          "median time of the peer / median time of "
+                                          "fastembed_ext, both from this run.", 175)),
+                  fontsize=8, color="#444444", x=0.01, ha="left")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------

@@ -40,6 +40,11 @@ def as_input(x: Any, name: str) -> np.ndarray[Any, Any]:
 
 def as_indices(x: Any, name: str = "indices") -> np.ndarray[Any, Any]:
     idx = as_input(x, name)
+    if idx.size == 0 and idx.dtype == np.float64 and not isinstance(x, np.ndarray) \
+            and not hasattr(type(x), "__dlpack__"):
+        # an empty list is an empty integer index (np.asarray reads it as float64), as
+        # np.take has it; an empty float ndarray stays refused, as np.take refuses it
+        return idx.astype(np.intp)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{name} must have an integer dtype, got {dtype_text(idx.dtype)}")
     return idx
@@ -123,9 +128,11 @@ def check_writable(a: Any, name: str, role: str = "it is written in place") -> N
     if not a.flags.writeable:
         raise ValueError(f"{name} must be writable, got a read-only array")
     if not a.flags.c_contiguous:
+        layout = ("a Fortran-ordered array" if a.flags.f_contiguous
+                  else f"an array with strides {a.strides}")
         raise ValueError(
             f"{name} must be C-contiguous (it is written in place, and a copy would lose the "
-            f"result), got an array with strides {a.strides}")
+            f"result), got {layout}")
     if not a.flags.aligned:
         raise ValueError(f"{name} must be aligned to its dtype, got an unaligned array")
 

@@ -43,6 +43,13 @@ class _Optimizer:
               num_threads: int | None = None) -> None:
         raise NotImplementedError
 
+    def _settings(self) -> dict[str, Any]:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+        return f"{type(self).__name__}({args})"
+
     def step(self, layer: Embedding) -> None:
         """Apply ``layer``'s last gradient to its table, then clear the gradient."""
         if layer.grad is None:
@@ -73,6 +80,9 @@ class Adagrad(_Optimizer):
         super().__init__(lr, weight_decay)
         self.eps = float(eps)
 
+    def _settings(self) -> dict[str, Any]:
+        return {"lr": self.lr, "eps": self.eps, "weight_decay": self.weight_decay}
+
     def apply(self, weight, indices, grad, num_threads=None):  # type: ignore[no-untyped-def]
         adagrad_step(weight, self._state_for(weight, False), indices, grad, lr=self.lr,
                      eps=self.eps, weight_decay=self.weight_decay, num_threads=num_threads)
@@ -94,6 +104,11 @@ def _check_size(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+_DEFAULTS: dict[str, Any] = {"padding_idx": None, "max_norm": None, "norm_type": 2.0,
+                             "scale_grad_by_freq": False, "sparse": False,
+                             "include_last_offset": False}
 
 
 class Embedding:
@@ -193,6 +208,21 @@ class Embedding:
     def step(self, optimizer: _Optimizer) -> None:
         optimizer.step(self)
 
+    def __repr__(self) -> str:
+        # the shape first, then only what differs from the defaults, as torch.nn.Embedding
+        shown = {k: v for k, v in self._config().items() if v != _DEFAULTS.get(k)}
+        if shown.get("max_norm") is None:
+            shown.pop("norm_type", None)
+        if self.num_threads is not None:
+            shown["num_threads"] = self.num_threads
+        if self.freeze:
+            shown["freeze"] = True
+        args = [str(self.num_embeddings), str(self.embedding_dim)]
+        args += [f"{k}={v!r}" for k, v in shown.items()]
+        if self.weight.dtype != np.float32:
+            args.append(f"dtype={self.weight.dtype.name}")
+        return f"{type(self).__name__}({', '.join(args)})"
+
     def save(self, path: str) -> None:
         """``.npy``: the table only; ``.npz``: the table and the layer's settings."""
         if str(path).endswith(".npy"):
@@ -251,6 +281,7 @@ class EmbeddingBag(Embedding):
         if self._bag is None:
             raise ValueError("backward() needs a forward() first")
         idx, offsets, psw, max_indices = self._bag
+        grad: Any
         grad, self.grad_per_sample_weights = embedding_bag_backward(
             grad_output, idx, offsets, self.num_embeddings, mode=self.mode,
             per_sample_weights=psw, weight=self.weight if psw is not None else None,
