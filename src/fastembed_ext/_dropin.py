@@ -27,7 +27,9 @@ What ``np.add.at(a, indices, b)`` does, and what the row form keeps of it:
   operation after the loop (a warning, an error or a callback, as
   ``np.errstate`` says).  The row form runs only when no flag can be raised:
   every value involved is finite and a bound on every running sum stays
-  below the largest finite value; or ``np.errstate`` ignores both flags.
+  below the largest finite value; or ``np.errstate`` ignores both flags and
+  ``a`` has rows of its own (ndim >= 2: for a 1-D ``a`` NumPy's NaN + NaN
+  keeps ``a``'s payload, the kernels ``b``'s).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def _no_overflow(ma: float, mb: float, count: int, v: _Value) -> bool:
     times (1 + 2**-p), so every running sum is at most
     (ma + count * mb) * (1 + 2**-p) ** count."""
     exponent = count * math.log1p(2.0 ** -v.bits)
-    if exponent > 1.0:
+    if exponent > 700.0:  # math.exp would overflow; the bound is far beyond any dtype
         return False
     bound = (ma + count * mb + 1e-300) * math.exp(exponent) * (1.0 + 1e-9)
     return bound < v.max
@@ -234,11 +236,15 @@ _PROMOTED: dict[tuple[np.dtype[Any], np.dtype[Any]], np.dtype[Any] | None] = {}
 
 
 def _promoted(a: np.dtype[Any], b: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The dtype ``np.add`` adds ``a`` and ``b`` in (asked of the ufunc itself, which
+    knows the loops ml_dtypes registers), or None if it is not one dtype for all three."""
     key = (a, b)
     if key not in _PROMOTED:
         try:
-            _PROMOTED[key] = np.result_type(a, b)
-        except Exception:  # noqa: BLE001 - no common dtype: NumPy will raise
+            # ufunc.at casts its operands "unsafe"
+            x, y, z = np.add.resolve_dtypes((a, b, None), casting="unsafe")
+            _PROMOTED[key] = x if x == y == z else None
+        except Exception:  # noqa: BLE001 - no loop: NumPy will raise
             _PROMOTED[key] = None
     return _PROMOTED[key]
 
@@ -323,7 +329,10 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
     if n == 0 or d == 0:
         return None
     table = a.reshape(num_rows, d)
-    if not _no_flags(table, flat, values, v) and not _flags_ignored():
+    # With both flags ignored NumPy's result is still the rule: NaN + NaN keeps
+    # the payload of b on rows (a.ndim >= 2, as the kernels do) but of a for a
+    # 1-D a (NumPy 2.x, x86-64), so a 1-D a with NaNs goes to NumPy.
+    if not _no_flags(table, flat, values, v) and not (a.ndim >= 2 and _flags_ignored()):
         return "values could overflow or are not finite"
     grad = ck.rows(rows.reshape(n, d))
     rt.kernels.scatter_add_rows(table, flat, grad, -1, False, 0)
