@@ -58,6 +58,14 @@ NUMPY = {"add_at": numpy_add_at, "take": np.take}
 OURS = {"add_at": fe.add_at, "take": fe.take}
 
 
+@pytest.fixture(autouse=True)
+def _row_forms_of_every_size(monkeypatch):
+    """The corpus is small: the size thresholds (below which NumPy runs because it
+    is as fast) are a speed choice, tested on their own below."""
+    for name in ("SMALL_ADD_AT", "SMALL_TAKE", "NARROW_TAKE"):
+        monkeypatch.setattr(fe._dropin, name, 0)
+
+
 # --------------------------------------------------------------------------
 # running a call both ways and comparing everything
 
@@ -527,6 +535,31 @@ def test_row_forms_above_the_thread_thresholds_are_numpys_bits_for_any_thread_co
 
     assert assert_same_as_numpy("add_at", make, seed=threads)["accelerated"] == 1
     assert assert_same_as_numpy("take", make_take, seed=threads)["accelerated"] == 1
+
+
+def test_calls_below_the_size_thresholds_go_to_numpy_and_above_to_the_kernels(monkeypatch):
+    monkeypatch.undo()
+    small = fe._dropin.SMALL_ADD_AT
+    assert small > 0 and fe._dropin.SMALL_TAKE > 0 and fe._dropin.NARROW_TAKE > 0
+
+    def make_add(n):
+        return lambda r: call(finite(r, F32, (50, 8)), rows(r, 50, (n,)), finite(r, F32, (n, 8)))
+
+    n = small // 8
+    assert assert_same_as_numpy("add_at", make_add(n - 1), 0)["reasons"] == {
+        "small (NumPy is as fast)": 1}
+    assert assert_same_as_numpy("add_at", make_add(n), 0)["accelerated"] == 1
+    d = fe._dropin.NARROW_TAKE // 4
+    n = fe._dropin.SMALL_TAKE // fe._dropin.NARROW_TAKE
+
+    def make_take(n, d):
+        return lambda r: call(finite(r, F32, (50, d)), rows(r, 50, (n,)), axis=0)
+
+    assert assert_same_as_numpy("take", make_take(n, d - 1), 0)["reasons"] == {
+        "narrow rows (NumPy is as fast)": 1}
+    assert assert_same_as_numpy("take", make_take(n - 1, d), 0)["reasons"] == {
+        "small (NumPy is as fast)": 1}
+    assert assert_same_as_numpy("take", make_take(n, d), 0)["accelerated"] == 1
 
 
 def test_a_numpy_backend_in_the_environment_sends_every_call_to_numpy(monkeypatch):

@@ -130,9 +130,13 @@ _BFLOAT16.inf_bits = 0x7F80
 
 def _value(dtype: np.dtype[Any]) -> _Value | None:
     v = _VALUES.get(dtype)
-    if v is None and ck.is_bfloat16(dtype):
-        return _BFLOAT16
+    # (dtype.name takes microseconds: only a 2-byte void dtype can be bfloat16)
+    if v is None and dtype.kind == "V" and dtype.itemsize == 2 and ck.is_bfloat16(dtype):
+        v = _VALUES[dtype] = _BFLOAT16
     return v
+
+
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
 
 def _max_magnitude(x: Array, v: _Value) -> float:
@@ -145,8 +149,9 @@ def _max_magnitude(x: Array, v: _Value) -> float:
         if top >= v.inf_bits:
             return math.inf
         return float(np.array(top, dtype=v.uint).view(x.dtype).astype(np.float64))
-    hi, lo = float(x.max()), float(x.min())
-    m = max(abs(hi), abs(lo))
+    # the ufuncs' own reductions, without ndarray.max's Python wrapper; both
+    # propagate NaN
+    m = max(abs(float(_MAX(x, axis=None))), abs(float(_MIN(x, axis=None))))
     return m if m == m else math.inf
 
 
@@ -176,6 +181,14 @@ def _compiled_reason() -> str | None:
     if rt.forced_backend == "numpy":
         return "FASTEMBED_EXT_BACKEND=numpy"
     return None
+
+
+# Below these sizes NumPy is as fast as the checks a row form needs
+# (measured: bench/test_dropin.py, see the README); a call that small goes
+# to NumPy with the reason "small".
+SMALL_ADD_AT = 2048  # values added (len(indices) * row length)
+SMALL_TAKE = 1 << 18  # bytes copied
+NARROW_TAKE = 64  # bytes per row: NumPy's own copy loop is as fast for narrower rows
 
 
 # --------------------------------------------------------------------------
@@ -278,7 +291,7 @@ def _values_as(b: Any, a: Array, v: _Value) -> Array | str:
     with np.errstate(all="ignore"):
         wide = barr.astype(loop, copy=False)
         narrow = wide.astype(dtype)
-        exact = bool(np.array_equal(narrow.astype(loop), wide))
+        exact = bool(np.equal(narrow.astype(loop), wide).all())
     if not exact:
         return "b is not exactly representable in a's dtype"
     return narrow
@@ -311,21 +324,26 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
     idx = _index_array(indices)
     if idx is None:
         return "index form (not rows of axis 0)"
-    if idx.size and np.may_share_memory(a, idx):
-        return "indices share memory with a"
     num_rows = a.shape[0]
+    d = a.size // num_rows if num_rows else math.prod(a.shape[1:])
+    if idx.size * d < SMALL_ADD_AT:
+        return "small (NumPy is as fast)"
+    if np.may_share_memory(a, idx):
+        return "indices share memory with a"
     flat = _flat_rows(idx, num_rows, "wrap")
     if isinstance(flat, str):
         return flat
     values = _values_as(b, a, v)
     if isinstance(values, str):
         return values
-    d = a.size // num_rows if num_rows else math.prod(a.shape[1:])
     n = flat.size
-    try:
-        rows = np.broadcast_to(values, idx.shape + a.shape[1:])
-    except ValueError:
-        return "b does not broadcast to indices.shape + a.shape[1:]"
+    target = idx.shape + a.shape[1:]
+    rows = values
+    if values.shape != target:
+        try:
+            rows = np.broadcast_to(values, target)
+        except ValueError:
+            return "b does not broadcast to indices.shape + a.shape[1:]"
     if n == 0 or d == 0:
         return None
     table = a.reshape(num_rows, d)
@@ -475,6 +493,11 @@ def _take_rows(a: Any, indices: Any, axis: Any, out: Any, mode: Any) -> Any:
     table = _row_view(a)
     if table is None:
         return "rows of a are not contiguous"
+    row_bytes = table.shape[1] * a.itemsize
+    if row_bytes < NARROW_TAKE:
+        return "narrow rows (NumPy is as fast)"
+    if idx.size * row_bytes < SMALL_TAKE:
+        return "small (NumPy is as fast)"
     shape = idx.shape + a.shape[1:]
     if out is not None:
         if type(out) is not np.ndarray or out.dtype != a.dtype or out.shape != shape:
@@ -538,6 +561,10 @@ def take(a: npt.ArrayLike, indices: npt.ArrayLike, axis: Any = None,
 # --------------------------------------------------------------------------
 # patch: a numpy namespace whose add.at and take are the ones above
 
+def _numpy_attribute(name: str) -> Any:
+    return getattr(np, name)
+
+
 class _AddWithAt:
     """``np.add`` with ``at`` replaced by ``fastembed_ext.add_at``."""
 
@@ -559,7 +586,7 @@ class _AddWithAt:
         return hash(np.add)
 
     def __reduce__(self) -> Any:
-        return np.add.__reduce__()
+        return (_numpy_attribute, ("add",))  # unpickles as np.add itself
 
     def __repr__(self) -> str:
         return "<ufunc 'add' (add.at by fastembed_ext)>"
