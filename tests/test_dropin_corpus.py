@@ -537,6 +537,30 @@ def test_row_forms_above_the_thread_thresholds_are_numpys_bits_for_any_thread_co
     assert assert_same_as_numpy("take", make_take, seed=threads)["accelerated"] == 1
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("where", ["b", "a"])
+@pytest.mark.parametrize("special", [np.nan, np.inf, None], ids=["nan", "inf", "finite"])
+def test_large_calls_read_every_chunk_of_their_values_for_the_flag_bound(dtype, where, special):
+    # b and a larger than a few chunks of the magnitude reduction, with one
+    # special value in the last chunk: it must send the call to NumPy (which warns)
+    chunk = fe._dropin._CHUNK
+    num_rows, d = 4 * chunk // 8 + 3, 8
+    batch = num_rows
+
+    def make(r):
+        a = finite(r, dtype, (num_rows, d))
+        b = finite(r, dtype, (batch, d))
+        if special is not None:
+            (b if where == "b" else a)[-2, 5] = special
+        return call(a, rows(r, num_rows, (batch,)), b)
+
+    stats = assert_same_as_numpy("add_at", make, seed=3)
+    if special is None:
+        assert stats["accelerated"] == 1
+    else:
+        assert stats["reasons"] == {"values could overflow or are not finite": 1}
+
+
 def test_calls_below_the_size_thresholds_go_to_numpy_and_above_to_the_kernels(monkeypatch):
     monkeypatch.undo()
     small = fe._dropin.SMALL_ADD_AT

@@ -137,6 +137,7 @@ def _value(dtype: np.dtype[Any]) -> _Value | None:
 
 
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
+_CHUNK = 65536  # values per chunk of a magnitude reduction (256-512 KiB: in L2)
 
 
 def _max_magnitude(x: Array, v: _Value) -> float:
@@ -151,8 +152,20 @@ def _max_magnitude(x: Array, v: _Value) -> float:
         return float(np.array(top, dtype=v.uint).view(x.dtype).astype(np.float64))
     # the ufuncs' own reductions, without ndarray.max's Python wrapper; both
     # propagate NaN
-    m = max(abs(float(_MAX(x, axis=None))), abs(float(_MIN(x, axis=None))))
-    return m if m == m else math.inf
+    if x.size <= 2 * _CHUNK or not x.flags.c_contiguous:
+        m = max(abs(float(_MAX(x, axis=None))), abs(float(_MIN(x, axis=None))))
+        return m if m == m else math.inf
+    # max and min of one cache-sized chunk at a time: one pass over memory
+    # instead of two (measured 1.1x-1.8x on 4M-8M float32/float64 values)
+    flat = x.reshape(-1)
+    m = 0.0
+    for lo in range(0, flat.size, _CHUNK):
+        part = flat[lo:lo + _CHUNK]
+        peak = max(abs(float(_MAX(part))), abs(float(_MIN(part))))
+        if peak != peak:
+            return math.inf
+        m = max(m, peak)
+    return m
 
 
 def _no_overflow(ma: float, mb: float, count: int, v: _Value) -> bool:
@@ -307,14 +320,8 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
         return "a dtype is not float16, float32, float64 or bfloat16"
     if a.ndim == 0:
         return "a is 0-d"
-    flags = a.flags
-    if not (flags.c_contiguous and flags.writeable and flags.aligned):
-        return "a is not C-contiguous, writable and aligned"
     if b is _NOVALUE:
         return "b not given"
-    why = _compiled_reason()
-    if why is not None:
-        return why
     if type(indices) is tuple:
         if len(indices) != 1:
             return "index form (not rows of axis 0)"
@@ -326,8 +333,16 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
         return "index form (not rows of axis 0)"
     num_rows = a.shape[0]
     d = a.size // num_rows if num_rows else math.prod(a.shape[1:])
+    # the size first of the remaining checks: most calls that small are
+    # fallbacks, and every check is time added to NumPy's own
     if idx.size * d < SMALL_ADD_AT:
         return "small (NumPy is as fast)"
+    flags = a.flags
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
+        return "a is not C-contiguous, writable and aligned"
+    why = _compiled_reason()
+    if why is not None:
+        return why
     if np.may_share_memory(a, idx):
         return "indices share memory with a"
     flat = _flat_rows(idx, num_rows, "wrap")
@@ -477,6 +492,19 @@ def _take_rows(a: Any, indices: Any, axis: Any, out: Any, mode: Any) -> Any:
             return "axis is not 0"
     if type(mode) is not str or mode not in _MODES:
         return "mode is not 'raise', 'wrap' or 'clip'"
+    idx = _index_array(indices)
+    if idx is None:
+        return "index form (not an integer array)"
+    num_rows = a.shape[0]
+    if num_rows == 0 and idx.size:
+        return "non-empty take from an empty axis"
+    # the sizes before the dearer checks (the row view takes ~0.7 us): most
+    # calls this small or narrow are fallbacks, and every check adds to NumPy's time
+    row_bytes = (a.size // num_rows if num_rows else math.prod(a.shape[1:])) * a.itemsize
+    if row_bytes < NARROW_TAKE:
+        return "narrow rows (NumPy is as fast)"
+    if idx.size * row_bytes < SMALL_TAKE:
+        return "small (NumPy is as fast)"
     if a.dtype.hasobject:
         return "a holds Python objects"
     if not a.flags.aligned:
@@ -484,20 +512,9 @@ def _take_rows(a: Any, indices: Any, axis: Any, out: Any, mode: Any) -> Any:
     why = _compiled_reason()
     if why is not None:
         return why
-    idx = _index_array(indices)
-    if idx is None:
-        return "index form (not an integer array)"
-    num_rows = a.shape[0]
-    if num_rows == 0 and idx.size:
-        return "non-empty take from an empty axis"
     table = _row_view(a)
     if table is None:
         return "rows of a are not contiguous"
-    row_bytes = table.shape[1] * a.itemsize
-    if row_bytes < NARROW_TAKE:
-        return "narrow rows (NumPy is as fast)"
-    if idx.size * row_bytes < SMALL_TAKE:
-        return "small (NumPy is as fast)"
     shape = idx.shape + a.shape[1:]
     if out is not None:
         if type(out) is not np.ndarray or out.dtype != a.dtype or out.shape != shape:
