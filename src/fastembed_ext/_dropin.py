@@ -71,9 +71,9 @@ _ACCELERATED = "accelerated"
 _stats: dict[str, dict[str, int]] = {"add_at": {}, "take": {}}
 
 
-def _count(fn: str, reason: str) -> None:
-    counts = _stats[fn]
-    counts[reason] = counts.get(reason, 0) + 1
+# (bound once: add_at and take count inline, each call's cost is added to
+# NumPy's own on a fallback)
+_ADD_AT_COUNTS, _TAKE_COUNTS = _stats["add_at"], _stats["take"]
 
 
 def patch_stats(reset: bool = False) -> dict[str, dict[str, Any]]:
@@ -315,7 +315,7 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
     otherwise write nothing and return why not."""
     if type(a) is not np.ndarray:
         return "a is not an ndarray"
-    v = _value(a.dtype)
+    v = _VALUES.get(a.dtype) or _value(a.dtype)
     if v is None:
         return "a dtype is not float16, float32, float64 or bfloat16"
     if a.ndim == 0:
@@ -328,7 +328,10 @@ def _add_at_rows(a: Any, indices: Any, b: Any) -> str | None:
         indices = indices[0]  # (i,) indexes as i does
         if type(indices) is tuple:
             return "index form (not rows of axis 0)"
-    idx = _index_array(indices)
+    if type(indices) is np.ndarray and indices.dtype.kind in "iu":
+        idx: Array | None = indices
+    else:
+        idx = _index_array(indices)
     if idx is None:
         return "index form (not rows of axis 0)"
     num_rows = a.shape[0]
@@ -435,10 +438,10 @@ def add_at(a: npt.NDArray[Any], indices: Any, b: Any = _NOVALUE, /) -> None:
     warns or raises as it does.  ``patch_stats()`` counts both paths.
     """
     why = _add_at_rows(a, indices, b)
+    key = _ACCELERATED if why is None else why
+    _ADD_AT_COUNTS[key] = _ADD_AT_COUNTS.get(key, 0) + 1
     if why is None:
-        _count("add_at", _ACCELERATED)
         return
-    _count("add_at", why)
     if b is _NOVALUE:
         _np.add.at(a, indices)
     else:
@@ -492,7 +495,10 @@ def _take_rows(a: Any, indices: Any, axis: Any, out: Any, mode: Any) -> Any:
             return "axis is not 0"
     if type(mode) is not str or mode not in _MODES:
         return "mode is not 'raise', 'wrap' or 'clip'"
-    idx = _index_array(indices)
+    if type(indices) is np.ndarray and indices.dtype.kind in "iu":
+        idx: Array | None = indices
+    else:
+        idx = _index_array(indices)
     if idx is None:
         return "index form (not an integer array)"
     num_rows = a.shape[0]
@@ -567,11 +573,11 @@ def take(a: npt.ArrayLike, indices: npt.ArrayLike, axis: Any = None,
     """
     got = _take_rows(a, indices, axis, out, mode)
     if type(got) is not str:
-        _count("take", _ACCELERATED)
+        _TAKE_COUNTS[_ACCELERATED] = _TAKE_COUNTS.get(_ACCELERATED, 0) + 1
         if out is None and got.ndim == 0:
             return got[()]  # NumPy returns a scalar for a 0-d result
         return got
-    _count("take", got)
+    _TAKE_COUNTS[got] = _TAKE_COUNTS.get(got, 0) + 1
     return _np.take(a, indices, axis=axis, out=out, mode=mode)
 
 
