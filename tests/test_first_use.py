@@ -37,12 +37,14 @@ def test_scatter_add_and_backward_of_an_empty_list_change_nothing(backend):
 
 
 @pytest.mark.parametrize("backend", ["auto", "cython", "numpy"])
-def test_an_empty_float_ndarray_of_indices_is_still_refused_as_np_take_refuses_it(backend):
+@pytest.mark.parametrize("make", [np.array, lambda x: memoryview(np.array(x))],
+                         ids=["ndarray", "memoryview"])
+def test_an_empty_float_array_of_indices_is_still_refused_as_np_take_refuses_it(backend, make):
     w = np.ones((4, 3), np.float32)
     with pytest.raises(TypeError):
-        np.take(w, np.array([]), axis=0)
+        np.take(w, make([]), axis=0)
     with pytest.raises(TypeError, match="indices must have an integer dtype, got float64"):
-        fe.gather(w, np.array([]), backend=backend)
+        fe.gather(w, make([]), backend=backend)
     with pytest.raises(TypeError, match="integer dtype, got float64"):
         fe.gather(w, [1.0, 2.0], backend=backend)   # a list of floats is not an index either
 

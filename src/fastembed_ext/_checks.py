@@ -40,10 +40,10 @@ def as_input(x: Any, name: str) -> np.ndarray[Any, Any]:
 
 def as_indices(x: Any, name: str = "indices") -> np.ndarray[Any, Any]:
     idx = as_input(x, name)
-    if idx.size == 0 and idx.dtype == np.float64 and not isinstance(x, np.ndarray) \
-            and not hasattr(type(x), "__dlpack__"):
+    if idx.size == 0 and idx.dtype == np.float64 and isinstance(x, (list, tuple)):
         # an empty list is an empty integer index (np.asarray reads it as float64), as
-        # np.take has it; an empty float ndarray stays refused, as np.take refuses it
+        # np.take has it; an empty float array or typed buffer (a memoryview of
+        # doubles) stays refused, as np.take refuses it
         return idx.astype(np.intp)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{name} must have an integer dtype, got {dtype_text(idx.dtype)}")
