@@ -296,11 +296,14 @@ class ShardedEmbedding:
         """Every rank learns which ranks failed before any data moves; then each raises.
 
         Returns the rows of ``[failed, *meta]`` of every rank."""
-        table = np.zeros((self.world_size, 1 + len(meta)), np.int64)
-        table[self.rank] = [error is not None, *meta]
+        mine = np.array([[error is not None, *meta]] * self.world_size, np.int64)
+        table = mine.copy()
         if self.world_size > 1:
+            # an all-gather spelled as an all-to-all: one round of pairwise messages
+            # (gloo's all_reduce took about twice as long for a few bytes here)
             try:
-                dist.all_reduce(torch.from_numpy(table), group=self.process_group)
+                dist.all_to_all_single(torch.from_numpy(table), torch.from_numpy(mine),
+                                       group=self.process_group)
             except RuntimeError as exc:
                 if error is not None:
                     raise error from None
