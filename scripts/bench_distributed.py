@@ -12,7 +12,7 @@ optimizer) and records:
   ``all_to_all_single`` (rank 0's view; a rank that waits for a slower
   one counts the wait as exchange time);
 - memory: the resident set before the table is built (Python, NumPy, torch,
-  the process group), the peak resident set at the end (``ru_maxrss``), and
+  the process group, the batches), the peak resident set at the end (``ru_maxrss``), and
   the shard and optimizer-state bytes;
 - bytes sent to other ranks per step, counted at ``all_to_all_single`` (the
   part of each send that leaves the rank), next to the formula computed
@@ -89,19 +89,20 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, outdir: st
 
     dist.all_to_all_single = counting
 
+    # the batches: distinct per rank and step, cycled; generated first, so that
+    # their temporaries (T-sized) are freed before the table exists
     dtype = np.dtype(args.dtype)
-    rss_before = _rss_bytes()
-    emb = dfe.ShardedEmbedding(args.rows, args.dim, dtype=dtype, seed=0,
-                               num_threads=args.threads)
-    opt = {"sgd": fe.SGD(lr=0.01), "adagrad": fe.Adagrad(lr=0.01),
-           "rowwise_adagrad": fe.RowwiseAdagrad(lr=0.01)}[args.optimizer]
-    # the batches: distinct per rank and step, cycled; generated before timing
     rng = np.random.default_rng([7, world, rank])
     batches = []
     for _ in range(args.distinct_batches):
         ids = zipf_ids(rng, args.rows, args.batch, a=args.zipf)
         grad = rng.standard_normal((args.batch, args.dim)).astype(dtype)
         batches.append((ids, grad))
+    rss_before = _rss_bytes()
+    emb = dfe.ShardedEmbedding(args.rows, args.dim, dtype=dtype, seed=0,
+                               num_threads=args.threads)
+    opt = {"sgd": fe.SGD(lr=0.01), "adagrad": fe.Adagrad(lr=0.01),
+           "rowwise_adagrad": fe.RowwiseAdagrad(lr=0.01)}[args.optimizer]
     size = dtype.itemsize * args.dim
     step_seconds, exchange_seconds, sent, formula = [], [], [], []
 
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.optimizer}, {args.threads} thread(s) per rank, {args.steps} timed steps "
           f"after {args.warmup}; gloo on 127.0.0.1, {os.cpu_count()} CPUs")
     print(f"{'W':>2} {'tokens/s':>11} {'step ms':>8} {'exch ms':>8} {'shard MiB':>10} "
-          f"{'RSS before MiB':>15} {'peak RSS MiB':>13} {'sent/step KiB':>14} "
+          f"{'state MiB':>10} {'RSS before MiB':>15} {'peak RSS MiB':>13} {'sent/step KiB':>14} "
           f"{'formula KiB':>12} {'equal':>6}")
     all_records = {}
     mib = 1 << 20
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in records:
             lead = f"{world:>2} {tokens:>11,.0f}" if r["rank"] == 0 else f"{'':>2} {'':>11}"
             print(f"{lead} {r['median_step'] * 1e3:>8.1f} {r['median_exchange'] * 1e3:>8.1f} "
-                  f"{r['shard_bytes'] / mib:>10.1f} {r['rss_before'] / mib:>15.0f} "
+                  f"{r['shard_bytes'] / mib:>10.1f} {r['state_bytes'] / mib:>10.1f} "
+                  f"{r['rss_before'] / mib:>15.0f} "
                   f"{r['peak_rss'] / mib:>13.0f} {r['sent_mean'] / 1024:>14.1f} "
                   f"{r['formula_mean'] / 1024:>12.1f} {str(r['sent_equals_formula']):>6}")
         if world > 1:
