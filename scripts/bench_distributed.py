@@ -31,6 +31,7 @@ optimizer) and records:
 
     python scripts/bench_distributed.py                       # W = 1 and 2, a minute or two
     python scripts/bench_distributed.py --world-sizes 1,2 --rows 4194304 --dim 64 --batch 16384
+    python scripts/bench_distributed.py --owner-load 2,8,16,64   # hot rows, no processes
 """
 
 from __future__ import annotations
@@ -158,6 +159,34 @@ def _state_bytes(opt: Any) -> int:
     return total
 
 
+def owner_load(args: argparse.Namespace, worlds: list[int]) -> None:
+    """How the Zipf ids of a step fall on the owners, for world sizes not run here.
+
+    For W ranks of B ids each: the busiest owner's share of the step's ids,
+    times W (1.0 is a perfect balance), with the hot rows spread over the
+    table (a hashed or shuffled vocabulary) and with them first (a vocabulary
+    sorted by frequency, rows owned by rank 0); and the fraction of ids left
+    if each rank sent each distinct id once.  No process is started."""
+    from fastembed_ext._workloads import zipf_ids
+    from fastembed_ext.distributed import row_bounds
+
+    p = np.arange(1, args.rows + 1, dtype=np.float64) ** -args.zipf
+    print(f"Zipf a = {args.zipf} over T = {args.rows} rows: the hottest row is "
+          f"{p[0] / p.sum():.1%} of all ids")
+    print(f"{'W':>3} {'busiest owner x W (spread)':>27} {'(hot rows first)':>17} "
+          f"{'distinct ids per rank':>22}")
+    for world in worlds:
+        cells = []
+        for hot in ("spread", "first"):
+            ids = zipf_ids(np.random.default_rng(1), args.rows, args.batch * world,
+                           a=args.zipf, hot=hot)
+            owner = np.searchsorted(row_bounds(args.rows, world)[1:], ids, side="right")
+            cells.append(np.bincount(owner, minlength=world).max() / ids.size * world)
+        source = np.repeat(np.arange(world, dtype=np.int64), args.batch)
+        distinct = np.unique(source * args.rows + ids).size / ids.size
+        print(f"{world:>3} {cells[0]:>27.2f} {cells[1]:>17.2f} {distinct:>22.2f}")
+
+
 def run_world(world: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch.distributed as dist
     import torch.multiprocessing as mp
@@ -190,8 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--distinct-batches", type=int, default=8)
     p.add_argument("--json", help="write the records here")
+    p.add_argument("--owner-load", metavar="WORLDS",
+                   help="only print how a step's ids fall on the owners for these world "
+                        "sizes (e.g. 8,16,64), computed in this process")
     args = p.parse_args(argv)
     worlds = [int(w) for w in args.world_sizes.split(",")]
+    if args.owner_load:
+        owner_load(args, [int(w) for w in args.owner_load.split(",")])
+        return
     print(f"T = {args.rows}, d = {args.dim}, B = {args.batch} ids per rank per step "
           f"(Zipf a = {args.zipf}, hot rows spread over the table), {args.dtype}, "
           f"{args.optimizer}, {args.threads} thread(s) per rank, {args.steps} timed steps "
