@@ -13,6 +13,7 @@ fault cases end with the surviving ranks' errors on record.
 """
 
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -291,6 +292,14 @@ def _run_rank(rank, world, port, outdir):
         with open(os.path.join(outdir, f"rank{rank}.error"), "w") as f:
             f.write(traceback.format_exc())
         raise
+    # The scenario ends with a peer gone (the fault cases), so this rank's groups are
+    # broken.  Once in about twenty launches a surviving rank whose record was complete
+    # still exited with a failing status, "terminate called without an active exception"
+    # on stderr: torch tearing down a broken gloo group at interpreter exit.  That teardown
+    # is not what these tests check (the record is), so leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # --------------------------------------------------------------------------
@@ -572,3 +581,26 @@ def test_skipgram_example_prints_the_same_losses_on_two_ranks(tmp_path):
     assert len(losses[1]) >= 5 and losses[1] == losses[2], outputs
     digests = {w: re.findall(r"table digest: \w+", out) for w, out in outputs.items()}
     assert len(digests[1]) == 1 and digests[1] == digests[2], outputs
+
+
+def test_bench_script_counts_the_bytes_the_formula_predicts(tmp_path):
+    """scripts/bench_distributed.py runs, and the bytes it counts at each
+    all_to_all_single equal the README's formula on every step, on 1 and 2 ranks."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "scripts", "bench_distributed.py")
+    if not os.path.exists(script):
+        pytest.skip("scripts/ is not next to the tests")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, script, "--world-sizes", "1,2", "--rows", "1000",
+                        "--dim", "3", "--batch", "50", "--steps", "3", "--warmup", "1",
+                        "--distinct-batches", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=LAUNCH_DEADLINE, cwd=tmp_path,
+                       env={**os.environ, "FASTEMBED_EXT_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = json.loads(out.read_text())["records"]
+    assert [len(records[w]) for w in ("1", "2")] == [1, 2]
+    assert all(rec["sent_equals_formula"] for w in ("1", "2") for rec in records[w])
+    assert records["1"][0]["sent_mean"] == 0
+    # 50 Zipf ids per rank over 2 owners: some cross, so the count is not trivially 0
+    assert all(rec["sent_mean"] > 24 for rec in records["2"])
+    assert all(rec["shard_bytes"] == 500 * 3 * 4 for rec in records["2"])
