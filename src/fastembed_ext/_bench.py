@@ -244,9 +244,11 @@ def _cases(quick: bool) -> Iterator[tuple[int, int, str]]:
 
 def _measure(op: str, peers: dict[str, Callable[[], Any]], fast: Callable[[int], Any],
              torch_call: Callable[[], Any] | None, torch: Any, counts: list[int],
-             slow_peer: bool) -> dict[str, Any]:
+             slow_peer: bool, explain: Callable[[], str]) -> dict[str, Any]:
     """Medians of every peer spelling and of fastembed_ext at each thread count; ratios
-    against the fastest spelling."""
+    against the fastest spelling; and why the engine kept the call on one thread, if it
+    did, read right after fastembed_ext's timings (torch's OpenMP threads, still
+    spinning after its calls, would read as other runnable tasks)."""
     if slow_peer:   # np.add.at: seconds per call on the larger cases
         peer_s = {k: _median(f, budget=0.3, min_rounds=3, max_rounds=5) for k, f in peers.items()}
     else:
@@ -256,6 +258,7 @@ def _measure(op: str, peers: dict[str, Callable[[], Any]], fast: Callable[[int],
     entry: dict[str, Any] = {
         "call": CALLS[op], "peer": peer, "peer_seconds": peer_s, "fastembed_seconds": fe_s,
         "speedup": {n: peer_s[peer] / t for n, t in fe_s.items()},
+        "one_thread_because": explain() or None,
     }
     if torch_call is not None:
         prev = torch.get_num_threads()
@@ -303,13 +306,12 @@ def sweep(quick: bool, threads: int, torch: Any, progress: Progress | None = Non
             t_scatter = lambda: gwt.index_add_(0, it, gt)       # noqa: E731
         row["gather"] = _measure(
             "gather", gather_peers(w, ids, out),
-            lambda n: fe.gather(w, ids, out=out, num_threads=n), t_gather, torch, counts, False)
+            lambda n: fe.gather(w, ids, out=out, num_threads=n), t_gather, torch, counts, False,
+            lambda: explain_threads("gather", w, ids, threads))
         row["scatter_add"] = _measure(
             "scatter_add", scatter_peers(gw, ids, g),
-            lambda n: fe.scatter_add(gw, ids, g, num_threads=n), t_scatter, torch, counts, True)
-        for op, table in (("gather", w), ("scatter_add", gw)):
-            # why the engine kept a call on one thread, where it did: read beside the ratio
-            row[op]["one_thread_because"] = explain_threads(op, table, ids, threads) or None
+            lambda n: fe.scatter_add(gw, ids, g, num_threads=n), t_scatter, torch, counts, True,
+            lambda: explain_threads("scatter_add", gw, ids, threads))
         results.append(row)
         load.append(load_now())
     if progress is not None:
@@ -351,8 +353,8 @@ def print_table(data: dict[str, Any], stream: IO[str] | None = None) -> None:
              for r in rows for op in OPERATIONS if r[op].get("one_thread_because")]
     if notes:
         p()
-        p(f"where {n} threads were asked for and the engine ran one (its plan, read after "
-          f"each case):")
+        p(f"where {n} threads were asked for and the engine ran one (its plan, read right "
+          f"after its timings):")
         for note in notes:
             p(f"  {note}")
 
