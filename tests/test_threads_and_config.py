@@ -551,6 +551,26 @@ def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_
     pytest.skip("other tasks kept the CPUs busy for the whole test")
 
 
+def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
+        rng, scatter_plan_judges):
+    # 65536 updates of a 200000-row table: as a scatter-add, streaming the
+    # gradient dominates and the plan keeps one thread; as a bag backward whose
+    # entries read 4096 bag rows between them, the destination dominates
+    gw, idx = _plan_inputs(200_000, 128, rng.integers(0, 200_000, 65536))
+    assert _kernels.scatter_plan(gw, idx, 2)["threads"] == 1
+    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
+        pytest.skip("one CPU or a serial build: no threads to plan")
+    for _ in range(50):
+        before = _kernels.runnable_others()
+        plan = _kernels.scatter_plan(gw, idx, 2, source_rows=4096)
+        after = _kernels.runnable_others()
+        if before == 0 and after == 0:
+            assert plan["threads"] == 2 and plan["parts"] >= 2, plan
+            return
+        time.sleep(0.05)
+    pytest.skip("other tasks kept the CPUs busy for the whole test")
+
+
 def test_a_busy_neighbour_is_seen_as_a_runnable_task():
     if not sys.platform.startswith("linux"):
         pytest.skip("/proc/loadavg is Linux's")

@@ -763,8 +763,13 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
         if nparts > SCATTER_MAX_PARTS:
             nparts = SCATTER_MAX_PARTS
         return _cut_rows(a, nparts, largest, distinct, _i)
+    # The gradient it streams: a row per update, or, where updates share
+    # source rows (a bag's gradient row serves every entry of the bag, and
+    # stays in cache), the source rows alone (bag backward, 2 threads, uniform
+    # ids: T=1M d=64 20 per bag 1.58x; T=100000 d=128 100 per bag 1.28x).
+    cdef Py_ssize_t streamed = a.idx.n if a.src_rows == NULL else a.grad.n
     if a.table.row_bytes < SCATTER_LONG_ROW_BYTES \
-            and a.table.n < SCATTER_MIN_TABLE_TO_UPDATES * a.idx.n:
+            and a.table.n < SCATTER_MIN_TABLE_TO_UPDATES * streamed:
         largest[0] = 0
         distinct[0] = 0
         return 1
@@ -1892,9 +1897,12 @@ def default_threads():
     return fe_default_threads, THREAD_SOURCES[fe_threads_source]
 
 
-def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads):
+def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads,
+                 Py_ssize_t source_rows=-1):
     """How scatter_add would run these updates: threads, parts, and the sample's
-    largest part and distinct-row shares (percent).  For diagnostics and tests."""
+    largest part and distinct-row shares (percent).  With source_rows >= 0 the
+    updates read that many gradient rows between them, as a bag backward's
+    entries share their bag's row.  For diagnostics and tests."""
     cdef ScatterArgs a
     cdef Py_ssize_t parts = 1, largest = 0, distinct = 100
     cdef int threads = 1
@@ -1902,6 +1910,10 @@ def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads):
     a.table = _rows_of(grad_weight)
     a.idx = _indices_of(indices)
     a.padding_idx = -1
+    if source_rows >= 0:
+        # the plan reads only whether source rows are shared, and how many
+        a.grad.n = source_rows
+        a.src_rows = &source_rows
     if (a.table.row_bytes >= SCATTER_PARALLEL_MIN_ROW_BYTES or not _scatter_heuristics) \
             and a.idx.n > 0:
         threads = _plan(a.idx.n * a.table.row_bytes, num_threads)
