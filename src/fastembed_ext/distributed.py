@@ -298,11 +298,20 @@ class ShardedEmbedding:
         Returns the rows of ``[failed, *meta]`` of every rank."""
         mine = np.array([[error is not None, *meta]] * self.world_size, np.int64)
         table = mine.copy()
+        # an all-gather spelled as an all-to-all: one round of pairwise messages
+        # (gloo's all_reduce took about twice as long for a few bytes here)
+        self._exchange_status(what, table, mine, error, 0)
+        rows: list[list[int]] = table.tolist()
+        return rows
+
+    def _exchange_status(self, what: str, got: npt.NDArray[np.int64],
+                         sent: npt.NDArray[np.int64], error: BaseException | None,
+                         failed_column: int) -> None:
+        """All-to-all of (W, k) rows, column ``failed_column`` being each rank's
+        failure flag; then this rank's own error is raised, or else the others'."""
         if self.world_size > 1:
-            # an all-gather spelled as an all-to-all: one round of pairwise messages
-            # (gloo's all_reduce took about twice as long for a few bytes here)
             try:
-                dist.all_to_all_single(torch.from_numpy(table), torch.from_numpy(mine),
+                dist.all_to_all_single(torch.from_numpy(got), torch.from_numpy(sent),
                                        group=self.process_group)
             except RuntimeError as exc:
                 if error is not None:
@@ -310,11 +319,7 @@ class ShardedEmbedding:
                 raise self._fail(what, exc) from exc
         if error is not None:
             raise error
-        self._raise_if_others_failed(what, table[:, 0])
-        rows: list[list[int]] = table.tolist()
-        return rows
-
-    def _raise_if_others_failed(self, what: str, failed: npt.NDArray[Any]) -> None:
+        failed = got[:, failed_column]
         bad = [r for r in range(self.world_size) if failed[r]]
         if bad:
             who = ", ".join(str(r) for r in bad)
@@ -364,16 +369,7 @@ class ShardedEmbedding:
         header[:, 0] = send_counts
         header[:, 1] = error is not None
         got = np.empty((W, 2), np.int64)
-        try:
-            dist.all_to_all_single(torch.from_numpy(got), torch.from_numpy(header),
-                                   group=self.process_group)
-        except RuntimeError as exc:
-            if error is not None:
-                raise error from None
-            raise self._fail(what, exc) from exc
-        if error is not None:
-            raise error
-        self._raise_if_others_failed(what, got[:, 1])
+        self._exchange_status(what, got, header, error, 1)
 
         recv_counts = got[:, 0].tolist()
         sends = send_counts.tolist()
