@@ -103,6 +103,19 @@ def assert_bits_equal(got, want, what="result"):
             f"expected 0x{int(wb[pos]):0{width}x} ({want[pos]!r})")
 
 
+class DLPackOnly:
+    """An object that offers nothing but the DLPack protocol."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
 class Snapshot:
     """The bytes of some arrays, to show later that nothing wrote to them."""
 

@@ -18,6 +18,7 @@ from fastembed_ext import _checks
 from .conftest import (
     ALL_BACKENDS,
     BACKENDS,
+    DLPackOnly,
     INDEX_DTYPES,
     VALUE_DTYPES,
     Snapshot,
@@ -93,19 +94,6 @@ def test_a_non_native_buffer_format_is_refused_like_a_non_native_array():
     big_endian = memoryview(np.zeros((3, 2), ">f8"))
     with pytest.raises(TypeError, match=r"weight must have dtype .*byte order"):
         fe.gather(big_endian, [0])
-
-
-class DLPackOnly:
-    """An object that offers nothing but the DLPack protocol."""
-
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 class BrokenDLPackWithArray:

@@ -15,24 +15,11 @@ from hypothesis import strategies as st
 
 from fastembed_ext import _kernels
 
-from .conftest import EdgeCase, Snapshot, assert_bits_equal, dtype_id
+from .conftest import DLPackOnly, EdgeCase, Snapshot, assert_bits_equal, dtype_id
 from .matrix import CASES, INDEX_DTYPES, OPS, THREADS, VALUE_DTYPES, Call, ids, noncontiguous
 
 LAYOUT_CASES = [c for c in CASES if c.name in ("2d_indices", "3d_indices", "vector_tails_d_33",
                                                "d_is_1", "0d_index")]
-
-
-class DLPackOnly:
-    """An object that offers nothing but the DLPack protocol."""
-
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 class Tagged(np.ndarray):
