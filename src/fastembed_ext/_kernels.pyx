@@ -1955,11 +1955,6 @@ def fail_allocation(Py_ssize_t k):
     _fail_allocation_at = k
 
 
-def pending_allocation_failure():
-    """Test hook: whether the failure set by fail_allocation is still to come."""
-    return _fail_allocation_at > 0
-
-
 def scatter_heuristics(bint on):
     """Test hook: with the plan's judgement off, every scatter-add with two or
     more threads and work above the parallel threshold runs threaded."""
