@@ -118,10 +118,18 @@ def test_float16_converters_match_numpy():
     assert np.array_equal(out, expected)
 
 
+@pytest.fixture(params=["position", "rows"])
+def scatter_split(request):
+    """Threaded scatter-adds with parts cut by update position, or by rows."""
+    _kernels.scatter_force_split(request.param == "position")
+    yield request.param
+    _kernels.scatter_force_split(True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_threads", [2, 3, 8, 64])
 @pytest.mark.parametrize("dist", ["uniform", "hot-60%", "one-row", "sorted", "with-padding"])
-def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, dist):
+def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, dist, scatter_split):
     rng = np.random.default_rng(num_threads)
     itemsize = np.dtype(dtype).itemsize
     T, B, d = 70_000, 6_000, 512 // itemsize
@@ -146,6 +154,15 @@ def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, di
     ebw = fe.embedding_backward(grad, idx, T, padding_idx=pad, scale_grad_by_freq=True,
                                 num_threads=num_threads)
     _same(ebw, _reference.embedding_backward(grad, idx, T, padding_idx=pad, scale_grad_by_freq=True))
+    # a bag backward: entries read their bag's gradient row, times a weight in sum mode
+    off = np.arange(0, B, 4)
+    bag_grad = _specials(rng, (off.size, d), dtype)
+    for mode, psw in (("sum", _specials(rng, (B,), dtype)), ("mean", None)):
+        kw = dict(mode=mode, per_sample_weights=psw, padding_idx=pad,
+                  weight=base if psw is not None else None)
+        got_gw, _ = fe.embedding_bag_backward(bag_grad, idx, off, T, num_threads=num_threads, **kw)
+        want_gw, _ = _reference.embedding_bag_backward(bag_grad, idx, off, T, **kw)
+        _same(got_gw, want_gw)
 
 
 @pytest.mark.parametrize("num_threads", [1, 2, 3, 8])

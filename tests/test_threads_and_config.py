@@ -523,8 +523,8 @@ def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatt
         "hot_set": lambda: _plan_inputs(1_000_000, 128, np.where(rng.random(n) < 0.95, 7,
                                                                   rng.integers(0, 1_000_000, n))),
         "zipf": lambda: _plan_inputs(1_000_000, 128, zipf_ids(rng, 1_000_000, n)),
-        "table_small_for_the_batch": lambda: _plan_inputs(200_000, 128,
-                                                          rng.integers(0, 200_000, n)),
+        "table_small_for_the_batch": lambda: _plan_inputs(65_536, 128,
+                                                          rng.integers(0, 65_536, n)),
         "narrow_rows": lambda: _plan_inputs(1_000_000, 16, rng.integers(0, 1_000_000, n)),
     }[case]()
     plan = _kernels.scatter_plan(gw, idx, 2)
@@ -544,8 +544,27 @@ def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_
         after = _kernels.runnable_others()
         assert plan["distinct_percent"] >= 90 and plan["largest_part_percent"] <= 60, plan
         if before == 0 and after == 0:
-            # nothing else wanted a CPU around the call: the plan threads it
+            # nothing else wanted a CPU around the call: the plan threads it,
+            # each thread taking its own range of the updates
             assert plan["threads"] == 2 and plan["parts"] >= 2, plan
+            assert plan["split"] == "position", plan
+            return
+        time.sleep(0.05)
+    pytest.skip("other tasks kept the CPUs busy for the whole test")
+
+
+def test_scatter_plan_gives_long_rows_of_a_small_table_to_threads_by_row(rng, scatter_plan_judges):
+    # 65536 updates of a 65536-row table: too many would wait in a split by
+    # position, but 3 KB rows pay for threads that own rows
+    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
+        pytest.skip("one CPU or a serial build: no threads to plan")
+    gw, idx = _plan_inputs(65_536, 768, rng.integers(0, 65_536, 65536))
+    for _ in range(50):
+        before = _kernels.runnable_others()
+        plan = _kernels.scatter_plan(gw, idx, 2)
+        after = _kernels.runnable_others()
+        if before == 0 and after == 0:
+            assert plan["threads"] == 2 and plan["split"] == "rows", plan
             return
         time.sleep(0.05)
     pytest.skip("other tasks kept the CPUs busy for the whole test")
@@ -553,10 +572,10 @@ def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_
 
 def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
         rng, scatter_plan_judges):
-    # 65536 updates of a 200000-row table: as a scatter-add, streaming the
-    # gradient dominates and the plan keeps one thread; as a bag backward whose
-    # entries read 4096 bag rows between them, the destination dominates
-    gw, idx = _plan_inputs(200_000, 128, rng.integers(0, 200_000, 65536))
+    # 65536 updates of a 100000-row table: as a scatter-add, too many would
+    # wait for an earlier part and the plan keeps one thread; as a bag backward
+    # whose entries read 4096 bag rows between them, the destination dominates
+    gw, idx = _plan_inputs(100_000, 128, rng.integers(0, 100_000, 65536))
     assert _kernels.scatter_plan(gw, idx, 2)["threads"] == 1
     if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
         pytest.skip("one CPU or a serial build: no threads to plan")

@@ -184,11 +184,13 @@ cdef Py_ssize_t SCATTER_BLOCKS_PER_LANE = 16
 # test hook: the plan's judgement (row width, table size, distinct rows, load)
 # can be switched off, so that tests run the threaded scatter on any machine
 cdef bint _scatter_heuristics = True
+# test hook: with the judgement off, how the parts are cut (see _scatter_plan)
+cdef bint _scatter_force_split = True
 # when a parallel scatter-add pays (see _scatter_plan): the least share of
-# sampled updates with a row of their own (percent), and a table of at least
-# this many rows per update unless the rows are long
+# sampled updates with a row of their own (percent), and, for parts split by
+# position, a table of at least this many rows per streamed gradient row
 cdef Py_ssize_t SCATTER_MIN_DISTINCT = 50
-cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 8
+cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 2
 cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
 
 cdef enum:
@@ -316,6 +318,16 @@ ctypedef struct ScatterArgs:
     Py_ssize_t lane_next[64]        # the next block of each lane (atomic)
     int lane_busy[64]               # a thread holds the lane (atomic)
     Py_ssize_t lanes_left           # lanes not finished (atomic)
+    # (the kernel's) parts split by position: part p applies updates
+    # [starts[p], starts[p + 1]); see _scatter_split_part
+    bint split
+    Py_ssize_t nsplit
+    Py_ssize_t starts[65]
+    Py_ssize_t part_done[64]        # the part and every part before it are done (atomic)
+    uint64_t* seen                  # part p >= 1: bits set for rows named before starts[p]
+    Py_ssize_t seen_words
+    int seen_shift                  # 0: a bit per row; else bit (row * golden) >> seen_shift
+    Py_ssize_t* deferred            # n slots: part p's deferred updates from starts[p] on
 
 ctypedef struct BagArgs:
     Rows weight           # IN (T, d)
@@ -673,6 +685,81 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
             _add_row(gw + i * d, src, d)
 
 
+cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
+                               value_t* _v) noexcept nogil:
+    # table[i, :] += grad[src_rows[k] (or k), :], times scales[k] or 1 / counts[i]
+    cdef const value_t* src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
+    cdef value_t* dst = <value_t*>a.table.data + i * a.table.d
+    if a.scales != NULL:
+        _add_scaled_row(dst, src, a.table.d, _to_double((<const value_t*>a.scales)[k]))
+    elif a.counts != NULL:
+        _add_scaled_row(dst, src, a.table.d, 1.0 / <double>a.counts[i])
+    else:
+        _add_row(dst, src, a.table.d)
+
+
+cdef inline Py_ssize_t _seen_bit(ScatterArgs* a, Py_ssize_t i) noexcept nogil:
+    # the bit of row i in a part's set of earlier rows: the row itself, or,
+    # for a table much larger than the batch, a hash of it (a false hit only
+    # makes an update wait that need not)
+    if a.seen_shift == 0:
+        return i
+    return <Py_ssize_t>((<uint64_t>i * 0x9E3779B97F4A7C15ULL) >> a.seen_shift)
+
+
+cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
+                              index_t* _i) noexcept nogil:
+    # Part p of a split scatter-add: the updates k in [starts[p], starts[p + 1]).
+    # Those whose row no earlier update names are applied at once: no other
+    # part writes that row before this one, and later parts leave it to this
+    # one.  The rest wait, in order, until every earlier part is done.  Parts
+    # are claimed in order, so a part only ever waits for parts that a thread
+    # has claimed, and part 0 never waits.
+    cdef const index_t* idx = <const index_t*>a.idx.data
+    cdef Py_ssize_t lo = a.starts[p], hi = a.starts[p + 1]
+    cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
+    cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
+    cdef uint64_t* seen = NULL
+    cdef Py_ssize_t* later = a.deferred + lo
+    cdef Py_ssize_t nlater = 0, k, i, j, spins = 0
+    cdef char* row
+    if p > 0:
+        seen = a.seen + (p - 1) * a.seen_words
+        for k in range(lo):
+            i = idx[k]
+            if i != pad:
+                i = _seen_bit(a, i)
+                seen[i >> 6] |= (<uint64_t>1) << (i & 63)
+    for k in range(lo, hi):
+        # the destination of a later update, for writing (see _scatter_columns)
+        if k + PREFETCH_AHEAD < hi:
+            row = a.table.data + <Py_ssize_t>idx[k + PREFETCH_AHEAD] * row_bytes
+            for j in range(0, reach, 64):
+                FE_PREFETCH_W(row + j)
+        i = idx[k]
+        if i == pad:
+            continue
+        j = _seen_bit(a, i) if seen != NULL else 0
+        if seen != NULL and (seen[j >> 6] >> (j & 63)) & 1:
+            later[nlater] = k
+            nlater += 1
+            continue
+        _apply_update(a, k, i, _v)
+    if p > 0:
+        # part p - 1 is marked done only after the parts before it
+        while fe_load_acquire(&a.part_done[p - 1]) == 0:
+            spins += 1
+            fe_pause_or_yield(spins)
+        for j in range(nlater):
+            if j + PREFETCH_AHEAD < nlater:
+                row = a.table.data + <Py_ssize_t>idx[later[j + PREFETCH_AHEAD]] * row_bytes
+                for k in range(0, reach, 64):
+                    FE_PREFETCH_W(row + k)
+            k = later[j]
+            _apply_update(a, k, idx[k], _v)
+    fe_store_release(&a.part_done[p], 1)
+
+
 cdef void _scatter_worker(ScatterArgs* a, Py_ssize_t c, value_t* _v,
                           index_t* _i) noexcept nogil:
     # One engine chunk per thread.  Lane p owns rows [cuts[p], cuts[p + 1]);
@@ -767,37 +854,52 @@ cdef Py_ssize_t _cut_rows(ScatterArgs* a, Py_ssize_t nparts, Py_ssize_t* largest
 
 cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
                               Py_ssize_t* distinct, index_t* _i) noexcept nogil:
-    # The parts a parallel scatter-add runs in, or 1 for one thread.  Each
-    # thread streams the gradient rows of every update it owns, and owned
-    # updates interleave: the hardware prefetchers of both cores stream almost
-    # all of grad.  So threads pay only where the destination's random
-    # read-modify-write dominates: when most updates name rows that no other
-    # update names (uniform ids: 1.3-1.5x on 2 cores), not when they hit a hot
-    # set already in cache (Zipf ids: 0.77-0.92x, bound by streaming grad,
-    # and two cores read 16 MB at 1.43x the rate of one on this machine).  The
-    # read-modify-write dominates when the table is much larger than the
-    # gradient, or the rows are long (measured, uniform ids, 2 cores: T=200000
-    # d=64/128, table 3.2x the gradient: 0.93-0.96x; T=1M d=64/128, 16x:
-    # 1.11-1.46x; d=768, 3 KB rows: 1.30x).
+    # The parts a parallel scatter-add runs in, or 1 for one thread; a.split
+    # says how they are cut.
+    #
+    # By position (a.split): part p takes a contiguous range of the updates,
+    # so each thread streams only its own share of the gradient.  An update
+    # whose row an earlier part also names waits until that part is done
+    # (_scatter_split_part), so the parts overlap only while few updates wait:
+    # with uniform ids, 1 - exp(-n / (2 T)) of the second half, 15% at
+    # T=200000 and 3% at T=1M for n=65536.  Measured, 2 cores, uniform ids,
+    # n=65536, 2 threads / 1: T=1M d=64/128/768 1.54-1.63x/1.31-1.51x/1.52-1.54x
+    # (by rows: 1.17-1.25x/1.12x/1.32-1.46x); T=200000 1.01-1.28x/1.15-1.37x/
+    # 1.30-1.44x; T=65536 d=64 0.93x.
+    #
+    # By rows (not a.split): part p owns a range of rows and applies their
+    # updates, scanning every index; the parts' owned updates interleave, so
+    # the hardware prefetchers of both cores stream almost all of grad.  It
+    # pays where rows are long and the table is too small for the position
+    # split (T=32768/65536 d=768, n=65536: 1.43x/1.46x, by position 1.09x/1.25x).
+    #
+    # Neither pays when updates hit a hot set already in cache (Zipf ids:
+    # 0.70-0.97x by position, 0.74-0.96x by rows at d=64/128): the
+    # gradient stream is the bound, and two cores read it at 1.43x the rate of
+    # one on this machine.
     cdef Py_ssize_t nparts = PARTS_PER_THREAD * threads
+    if nparts > SCATTER_MAX_PARTS:
+        nparts = SCATTER_MAX_PARTS
     if not _scatter_heuristics:
-        if nparts > SCATTER_MAX_PARTS:
-            nparts = SCATTER_MAX_PARTS
+        a.split = _scatter_force_split
+        if a.split:
+            largest[0] = 0
+            distinct[0] = 100
+            return nparts
         return _cut_rows(a, nparts, largest, distinct, _i)
     # The gradient it streams: a row per update, or, where updates share
     # source rows (a bag's gradient row serves every entry of the bag, and
     # stays in cache), the source rows alone (bag backward, 2 threads, uniform
     # ids: T=1M d=64 20 per bag 1.58x; T=100000 d=128 100 per bag 1.28x).
     cdef Py_ssize_t streamed = a.idx.n if a.src_rows == NULL else a.grad.n
-    if a.table.row_bytes < SCATTER_LONG_ROW_BYTES \
-            and a.table.n < SCATTER_MIN_TABLE_TO_UPDATES * streamed:
+    a.split = a.table.n >= SCATTER_MIN_TABLE_TO_UPDATES * streamed
+    if not a.split and a.table.row_bytes < SCATTER_LONG_ROW_BYTES:
         largest[0] = 0
         distinct[0] = 0
         return 1
-    if nparts > SCATTER_MAX_PARTS:
-        nparts = SCATTER_MAX_PARTS
-    nparts = _cut_rows(a, nparts, largest, distinct, _i)
-    if largest[0] >= 90 or distinct[0] < SCATTER_MIN_DISTINCT:
+    # the sample: its share of distinct rows, and the cuts of rows
+    cdef Py_ssize_t cut = _cut_rows(a, nparts, largest, distinct, _i)
+    if distinct[0] < SCATTER_MIN_DISTINCT or (not a.split and largest[0] >= 90):
         return 1
     # Cores taken by other work: a threaded scatter-add gains 1.1-1.6x on
     # free cores but, at that efficiency, loses when its threads must share
@@ -805,7 +907,7 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # runs on one thread while other tasks are runnable.
     if fe_runnable_others() + threads > fe_cpu_budget:
         return 1
-    return nparts
+    return nparts if a.split else cut
 
 
 cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_rows) noexcept nogil:
@@ -825,17 +927,21 @@ cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_row
 cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # Returns 0, or -1 when scratch memory could not be had (nothing written).
     #
-    # Threads own rows: the rows are cut into ranges of about equal update
-    # counts, one part per range, and the thread that claims a part applies
-    # the updates to its rows in index order.  Each row is written by one
-    # thread, in the order a serial loop would use: the same bits for any
-    # thread count and any schedule.  No pass over the indices comes first
-    # (the earlier partition, a parallel counting sort, paid two and ran at
-    # 0.67-1.09x of one thread); each part scans the index list itself.
-    # Threads owning columns instead (each applying every update to its band
-    # of cache lines) ran at 0.35-1.4x: every thread visits every update, and
-    # the prefetchers pull lines the other core then writes.
-    cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct
+    # Each row receives its updates in index order, whatever thread applies
+    # them: the same bits for any thread count and any schedule.  The plan
+    # (_scatter_plan) cuts the work one of two ways:
+    # - by position: part p applies a contiguous range of the updates; an
+    #   update whose row an earlier range names waits until every earlier
+    #   part is done (_scatter_split_part);
+    # - by rows: the rows are cut into ranges of about equal update counts,
+    #   and the thread that claims a part applies the updates to its rows,
+    #   scanning the whole index list (_scatter_worker).
+    # No pass over all the indices comes first (the earlier partition, a
+    # parallel counting sort, paid two and ran at 0.67-1.09x of one thread).
+    # Threads owning columns (each applying every update to its band of cache
+    # lines) ran at 0.35-1.4x: every thread visits every update, and the
+    # prefetchers pull lines the other core then writes.
+    cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct, p
     cdef Py_ssize_t* counts = NULL
     cdef int threads
     if n == 0 or d == 0:
@@ -854,6 +960,31 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
             threads = 1
     if threads <= 1:
         _scatter_columns(a, 0, d, _v, _i)
+    elif a.split:
+        a.nsplit = nparts
+        for p in range(a.nsplit + 1):
+            a.starts[p] = n * p // a.nsplit
+        memset(a.part_done, 0, sizeof(a.part_done))
+        # a bit per row, or 2**k >= 16 n bits for a larger table: at most
+        # 1 in 16 updates then waits for nothing
+        a.seen_shift = 0
+        a.seen_words = (a.table.n + 63) >> 6
+        if a.table.n > 16 * n:
+            a.seen_shift = 64 - 6
+            a.seen_words = 1
+            while a.seen_words * 64 < 16 * n:
+                a.seen_words *= 2
+                a.seen_shift -= 1
+        a.seen = <uint64_t*>_alloc((a.nsplit - 1) * a.seen_words * sizeof(uint64_t), True)
+        a.deferred = <Py_ssize_t*>_alloc(n * sizeof(Py_ssize_t), False)
+        if a.seen == NULL or a.deferred == NULL:
+            free(a.seen)
+            free(a.deferred)
+            free(counts)
+            return -1
+        _parallel(C_SCATTER_SPLIT, _vk(_v), _ik(_i), a, a.nsplit, threads)
+        free(a.seen)
+        free(a.deferred)
     else:
         a.nlanes = nparts
         a.block = n // SCATTER_BLOCKS_PER_LANE if n // SCATTER_BLOCKS_PER_LANE > 1024 else 1024
@@ -1388,6 +1519,7 @@ cdef enum:
     # chunks of the parallel kernels, run by the engine (no twins)
     C_GATHER
     C_SCATTER_PART
+    C_SCATTER_SPLIT
     C_BAG
     C_RENORM
     C_OPTIMIZER
@@ -1400,6 +1532,8 @@ cdef int _typed(int kernel, void* args, Py_ssize_t chunk, value_t* _v,
         _gather_chunk(<GatherArgs*>args, chunk, _i)
     elif kernel == C_SCATTER_PART:
         _scatter_worker(<ScatterArgs*>args, chunk, _v, _i)
+    elif kernel == C_SCATTER_SPLIT:
+        _scatter_split_part(<ScatterArgs*>args, chunk, _v, _i)
     elif kernel == C_BAG:
         _bag_chunk(<BagArgs*>args, chunk, _v, _i)
     elif kernel == C_RENORM:
@@ -1946,6 +2080,7 @@ def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads,
         if parts <= 1:
             threads = 1
     return {"threads": threads, "parts": parts if threads > 1 else 1,
+            "split": ("position" if a.split else "rows") if threads > 1 else None,
             "largest_part_percent": largest, "distinct_percent": distinct}
 
 
@@ -1960,6 +2095,13 @@ def scatter_heuristics(bint on):
     more threads and work above the parallel threshold runs threaded."""
     global _scatter_heuristics
     _scatter_heuristics = on
+
+
+def scatter_force_split(bint on):
+    """Test hook: with the plan's judgement off, parts are split by position
+    (on, the default) or by rows (off)."""
+    global _scatter_force_split
+    _scatter_force_split = on
 
 
 def use_naive_kernels(bint on):
