@@ -574,7 +574,8 @@ def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
         rng, scatter_plan_judges):
     # 65536 updates of a 100000-row table: as a scatter-add, too many would
     # wait for an earlier part and the plan keeps one thread; as a bag backward
-    # whose entries read 4096 bag rows between them, the destination dominates
+    # whose entries read 4096 bag rows between them, threads own rows and the
+    # destination dominates
     gw, idx = _plan_inputs(100_000, 128, rng.integers(0, 100_000, 65536))
     assert _kernels.scatter_plan(gw, idx, 2)["threads"] == 1
     if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
@@ -585,6 +586,7 @@ def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
         after = _kernels.runnable_others()
         if before == 0 and after == 0:
             assert plan["threads"] == 2 and plan["parts"] >= 2, plan
+            assert plan["split"] == "rows", plan
             return
         time.sleep(0.05)
     pytest.skip("other tasks kept the CPUs busy for the whole test")

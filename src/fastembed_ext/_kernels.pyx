@@ -187,10 +187,12 @@ cdef bint _scatter_heuristics = True
 # test hook: with the judgement off, how the parts are cut (see _scatter_plan)
 cdef bint _scatter_force_split = True
 # when a parallel scatter-add pays (see _scatter_plan): the least share of
-# sampled updates with a row of their own (percent), and, for parts split by
-# position, a table of at least this many rows per streamed gradient row
+# sampled updates with a row of their own (percent); for parts split by
+# position, a table of at least this many rows per update; for parts cut by
+# rows, this many per streamed gradient row, unless the rows are long
 cdef Py_ssize_t SCATTER_MIN_DISTINCT = 50
 cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 2
+cdef Py_ssize_t SCATTER_ROWS_MIN_TABLE_TO_STREAMED = 8
 cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
 
 cdef enum:
@@ -871,7 +873,10 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # updates, scanning every index; the parts' owned updates interleave, so
     # the hardware prefetchers of both cores stream almost all of grad.  It
     # pays where rows are long and the table is too small for the position
-    # split (T=32768/65536 d=768, n=65536: 1.43x/1.46x, by position 1.09x/1.25x).
+    # split (T=32768/65536 d=768, n=65536: 1.43x/1.46x, by position 1.09x/1.25x),
+    # and for a bag backward, whose entries share their bag's gradient row,
+    # so there is little gradient to stream twice (T=100000 d=128 100 per
+    # bag: by position 1.00-1.24x, as 87% of the second half waits).
     #
     # Neither pays when updates hit a hot set already in cache (Zipf ids:
     # 0.70-0.97x by position, 0.74-0.96x by rows at d=64/128): the
@@ -892,8 +897,9 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # stays in cache), the source rows alone (bag backward, 2 threads, uniform
     # ids: T=1M d=64 20 per bag 1.58x; T=100000 d=128 100 per bag 1.28x).
     cdef Py_ssize_t streamed = a.idx.n if a.src_rows == NULL else a.grad.n
-    a.split = a.table.n >= SCATTER_MIN_TABLE_TO_UPDATES * streamed
-    if not a.split and a.table.row_bytes < SCATTER_LONG_ROW_BYTES:
+    a.split = a.src_rows == NULL and a.table.n >= SCATTER_MIN_TABLE_TO_UPDATES * a.idx.n
+    if not a.split and a.table.row_bytes < SCATTER_LONG_ROW_BYTES \
+            and a.table.n < SCATTER_ROWS_MIN_TABLE_TO_STREAMED * streamed:
         largest[0] = 0
         distinct[0] = 0
         return 1
@@ -2121,6 +2127,7 @@ def build_info():
         "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
         "scatter_min_distinct_percent": SCATTER_MIN_DISTINCT,
         "scatter_min_table_rows_per_update": SCATTER_MIN_TABLE_TO_UPDATES,
+        "scatter_rows_min_table_rows_per_streamed_row": SCATTER_ROWS_MIN_TABLE_TO_STREAMED,
         "scatter_long_row_bytes": SCATTER_LONG_ROW_BYTES,
     }
 
