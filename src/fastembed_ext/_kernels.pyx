@@ -509,9 +509,21 @@ cdef inline void _add_scaled_row(value_t* dst, const value_t* src, Py_ssize_t d,
 
 
 cdef inline void _div_row(value_t* row, Py_ssize_t d, Py_ssize_t count) noexcept nogil:
+    # float32 and float64: one division per lane, which the compiler packs
+    # (an exact IEEE operation: the same bits as one at a time; bag mean at
+    # T=1M d=64 20 per bag spent 1 ms of 19 in scalar divisions)
     cdef Py_ssize_t j
-    for j in range(d):
-        row[j] = _divided(row[j], count)
+    cdef float cf = <float>count
+    cdef double cd = <double>count
+    if value_t is float:
+        for j in range(d):
+            row[j] = row[j] / cf
+    elif value_t is double:
+        for j in range(d):
+            row[j] = row[j] / cd
+    else:
+        for j in range(d):
+            row[j] = _divided(row[j], count)
 
 
 # --------------------------------------------------------------------------
