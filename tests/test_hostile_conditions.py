@@ -174,6 +174,7 @@ def test_eight_python_threads_share_a_table_and_get_the_single_threaded_bits():
 def _child_work(args):
     """Runs in a multiprocessing child: the parallel-size calls, and what the child thinks of itself."""
     seed, num_threads = args
+    _kernels.scatter_heuristics(False)   # threads whenever asked for, whatever the load
     out, gw = parallel_results(seed, num_threads)
     return {"pid": os.getpid(), "pool_jobs": pool_jobs(),
             "gather": digest(out), "scatter": digest(gw)}
@@ -210,6 +211,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
     from fastembed_ext import _kernels
     from tests.test_hostile_conditions import digest, parallel_results
 
+    _kernels.scatter_heuristics(False)   # threads whenever asked for, whatever the load
     parallel_first = sys.argv[2] == "1"
     run_in_child = sys.argv[3] == "1"
     if parallel_first:

@@ -529,8 +529,18 @@ def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatt
     }[case]()
     plan = _kernels.scatter_plan(gw, idx, 2)
     assert plan["threads"] == 1, plan
-    if case == "zipf":
-        assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
+    if case == "zipf" and fe.info()["parallel"] and fe.info()["cpus"]["affinity"] >= 2:
+        # judged by its sample, which the plan reads only when no other task
+        # already claims a CPU
+        for _ in range(50):
+            before = _kernels.runnable_others()
+            plan = _kernels.scatter_plan(gw, idx, 2)
+            if before == 0 and _kernels.runnable_others() == 0:
+                assert plan["threads"] == 1, plan
+                assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
+                return
+            time.sleep(0.05)
+        pytest.skip("other tasks kept the CPUs busy for the whole test")
 
 
 def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_busy(

@@ -566,6 +566,9 @@ def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, A
     if ids.size * row_bytes < build["parallel_min_bytes"]:
         return f"below the {build['parallel_min_bytes'] >> 10} KiB a call needs for threads"
     if op != "scatter_add":
+        others = rt.kernels.runnable_others()
+        if others and others + threads > rt.cpu_budget()[0]:
+            return f"{others} other runnable task(s) on the CPUs: threads would share cores"
         return ""
     plan = rt.kernels.scatter_plan(table, np.ascontiguousarray(ids.reshape(-1)), threads)
     if plan["threads"] > 1:

@@ -23,6 +23,13 @@
  * that a worker claimed and is still running, and while it waits it sleeps, so
  * that the scheduler can move that worker onto the core it leaves idle.
  *
+ * How many threads a job gets is the caller's plan (_kernels.pyx, _plan and
+ * _scatter_plan): none beyond one below 256 KiB of rows, and no more than the
+ * CPUs that no other task is waiting for (fe_runnable_others_recent).  The
+ * claim loop bounds what a descheduled helper costs, but does not remove it:
+ * beside one busy-loop process on 2 CPUs a 2-thread gather still ran at
+ * 0.89-0.94x of one thread, so it now runs on one there.
+ *
  * Which thread runs which chunk is left to chance; the kernels make the bits
  * independent of it (each chunk writes its own rows or its own columns, or,
  * in a scatter-add split by position, leaves a row that an earlier chunk also
@@ -141,6 +148,8 @@ static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
 }
 static void fe_pause_or_yield(ptrdiff_t spins) { (void)spins; }
 static int fe_runnable_others(void) { return 0; }
+static int fe_runnable_others_recent(void) { return 0; }
+static int fe_runnable_others_now(void) { return 0; }
 static int fe_engine_parallel(void) { return 0; }
 static int fe_engine_workers(void) { return 0; }
 static void fe_engine_init(void) {}
@@ -456,6 +465,34 @@ static int fe_runnable_others(void)
 #else
 static int fe_runnable_others(void) { return 0; }
 #endif
+
+/* fe_runnable_others() read at most every 10 ms: reading /proc costs about
+   6 us, and a call just above the parallel threshold takes tens of them */
+static _Atomic int64_t fe_others_read_at = 0;   /* 0: never read */
+static atomic_int fe_others_last;
+static int fe_runnable_others_recent(void)
+{
+    struct timespec t;
+    int64_t now, at;
+    int others;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    now = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    at = atomic_load_explicit(&fe_others_read_at, memory_order_relaxed);
+    if (at != 0 && now - at < 10000000) {
+        return atomic_load_explicit(&fe_others_last, memory_order_relaxed);
+    }
+    others = fe_runnable_others();
+    atomic_store_explicit(&fe_others_last, others, memory_order_relaxed);
+    atomic_store_explicit(&fe_others_read_at, now, memory_order_relaxed);
+    return others;
+}
+
+/* a fresh reading, which the next calls within 10 ms then use */
+static int fe_runnable_others_now(void)
+{
+    atomic_store_explicit(&fe_others_read_at, 0, memory_order_relaxed);
+    return fe_runnable_others_recent();
+}
 
 /* a thread with nothing to take: pause a while, then give the core away */
 static void fe_pause_or_yield(ptrdiff_t spins)
