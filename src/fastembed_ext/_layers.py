@@ -8,7 +8,6 @@ at zero; ``sparse=True`` gives ``(rows, values)`` gradients).
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _checkpoint
 from . import _checks as ck
 from ._bag import MODES, embedding_bag, embedding_bag_backward
 from ._embedding import embedding_backward, gather
@@ -243,8 +243,9 @@ class Embedding:
         from a directory written by ``fastembed_ext.distributed.ShardedEmbedding.save``
         (the shards joined into one table, ``padding_idx`` from its index)."""
         if os.path.isdir(path):
-            weight, config = _read_sharded_checkpoint(path)
-            config.update(kwargs)
+            index = _checkpoint.read_index(path)
+            weight = _checkpoint.read_rows(path, index, 0, int(index["num_embeddings"]))
+            config = {"padding_idx": index.get("padding_idx"), **kwargs}
             return cls.from_pretrained(weight, freeze=False, **config)
         if str(path).endswith(".npy"):
             return cls.from_pretrained(np.load(path), freeze=False, **kwargs)
@@ -253,40 +254,6 @@ class Embedding:
             config = ast.literal_eval(str(data["config"]))
             config.update(kwargs)
             return cls.from_pretrained(data["weight"], freeze=False, **config)
-
-
-def _read_sharded_checkpoint(path: str) -> tuple[npt.NDArray[Any], dict[str, Any]]:
-    """The whole table of a sharded checkpoint: ``index.json`` names each shard's
-    ``.npy`` file and rows (the format ``fastembed_ext.distributed`` writes)."""
-    where = os.path.join(path, "index.json")
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{str(path)!r} is a directory but not a sharded checkpoint: "
-                                f"it has no index.json")
-    with open(where, encoding="utf-8") as f:
-        index = json.load(f)
-    if index.get("format") != "fastembed_ext.sharded_embedding" or index.get("version") != 1:
-        raise ValueError(f"{where} is not a version 1 fastembed_ext.sharded_embedding index "
-                         f"(format {index.get('format')!r}, version {index.get('version')!r})")
-    num_rows, dim = int(index["num_embeddings"]), int(index["embedding_dim"])
-    bfloat16 = index["dtype"] == "bfloat16"
-    stored = np.dtype(np.uint16) if bfloat16 else np.dtype(index["dtype"])
-    weight = np.empty((num_rows, dim), stored)
-    row = 0
-    for shard in index["shards"]:
-        lo, hi = (int(v) for v in shard["rows"])
-        file = os.path.join(path, shard["file"])
-        data = np.load(file, mmap_mode="r", allow_pickle=False)
-        if lo != row or data.shape != (hi - lo, dim) or data.dtype != stored:
-            raise ValueError(f"{file} holds {data.dtype} {data.shape} as rows [{lo}, {hi}); "
-                             f"expected {stored} {(hi - lo, dim)} starting at row {row}")
-        weight[lo:hi] = data
-        row = hi
-    if row != num_rows:
-        raise ValueError(f"{where}: the shards hold rows [0, {row}) of {num_rows}")
-    if bfloat16:
-        import ml_dtypes  # an optional extra: needed only for bfloat16 tables
-        weight = weight.view(ml_dtypes.bfloat16)
-    return weight, {"padding_idx": index.get("padding_idx")}
 
 
 class EmbeddingBag(Embedding):

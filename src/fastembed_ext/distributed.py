@@ -57,12 +57,10 @@ import torch.distributed as dist
 
 from . import gather
 from . import _checks as ck
+from . import _checkpoint
 
 __all__ = ["CollectiveError", "ShardedEmbedding", "ShardedEmbeddingModule", "load"]
 
-CHECKPOINT_FORMAT = "fastembed_ext.sharded_embedding"
-CHECKPOINT_VERSION = 1
-_INDEX = "index.json"
 # the seeded initial table is drawn block by block, so it does not depend on the world size
 _INIT_BLOCK_ROWS = 1 << 14
 _DTYPES = ("float16", "float32", "float64", "bfloat16")
@@ -110,14 +108,6 @@ def _check_size(value: Any, name: str) -> int:
 
 def _dtype_name(dtype: np.dtype[Any]) -> str:
     return "bfloat16" if ck.is_bfloat16(dtype) else dtype.name
-
-
-def _dtype_from_name(name: str) -> np.dtype[Any]:
-    if name == "bfloat16":
-        import ml_dtypes  # an optional extra: needed only for bfloat16 tables
-        bf16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
-        return bf16
-    return np.dtype(name)
 
 
 def _value_dtype(dtype: Any) -> np.dtype[Any]:
@@ -507,13 +497,13 @@ class ShardedEmbedding:
                            "rows": [int(self._bounds[r]), int(self._bounds[r + 1])]}
                           for r in range(self.world_size)]
                 index = {
-                    "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                    "format": _checkpoint.FORMAT, "version": _checkpoint.VERSION,
                     "num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
                     "dtype": _dtype_name(self.dtype), "padding_idx": self.padding_idx,
                     "world_size": self.world_size, "shards": shards,
                 }
                 text = json.dumps(index, indent=1)
-                _write_atomically(os.path.join(root, _INDEX), lambda f: f.write(text.encode()))
+                _write_atomically(os.path.join(root, _checkpoint.INDEX), lambda f: f.write(text.encode()))
                 keep = {shard["file"] for shard in shards}
                 for stale in os.listdir(root):
                     if stale.startswith("shard-") and stale.endswith(".npy") \
@@ -622,39 +612,6 @@ def _write_atomically(path: str, write: Callable[[Any], Any]) -> None:
             os.remove(tmp)
 
 
-def _read_index(root: str) -> dict[str, Any]:
-    where = os.path.join(root, _INDEX)
-    if not os.path.isfile(where):
-        raise FileNotFoundError(f"{root!r} is not a sharded checkpoint: it has no {_INDEX}")
-    with open(where, encoding="utf-8") as f:
-        index: dict[str, Any] = json.load(f)
-    if index.get("format") != CHECKPOINT_FORMAT or index.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{where} is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT} "
-                         f"index (format {index.get('format')!r}, version "
-                         f"{index.get('version')!r})")
-    return index
-
-
-def _read_rows(root: str, index: dict[str, Any], start: int, stop: int) -> npt.NDArray[Any]:
-    """Rows ``[start, stop)`` of a checkpoint, reading only the shards that hold them."""
-    dim = int(index["embedding_dim"])
-    dtype = _dtype_from_name(index["dtype"])
-    out = np.empty((stop - start, dim), dtype)
-    for shard in index["shards"]:
-        lo, hi = (int(v) for v in shard["rows"])
-        a, b = max(lo, start), min(hi, stop)
-        if a >= b:
-            continue
-        where = os.path.join(root, shard["file"])
-        data = np.load(where, mmap_mode="r", allow_pickle=False)
-        stored = np.dtype(np.uint16) if dtype.name == "bfloat16" else dtype
-        if data.shape != (hi - lo, dim) or data.dtype != stored:
-            raise ValueError(f"{where} holds {data.dtype} {data.shape}; its index says "
-                             f"{index['dtype']} {(hi - lo, dim)}")
-        out[a - start:b - start] = data[a - lo:b - lo].view(dtype)
-    return out
-
-
 def load(path: str | os.PathLike[str], *, process_group: Any = None,
          num_threads: int | None = None) -> ShardedEmbedding:
     """A ``ShardedEmbedding`` from a checkpoint of ``ShardedEmbedding.save``; a collective.
@@ -666,11 +623,11 @@ def load(path: str | os.PathLike[str], *, process_group: Any = None,
     root = os.fspath(path)
 
     def make(rank: int, world: int) -> tuple[npt.NDArray[Any], int, int | None]:
-        index = _read_index(root)
+        index = _checkpoint.read_index(root)
         num_rows = int(index["num_embeddings"])
         start, stop = (int(b) for b in row_bounds(num_rows, world)[rank:rank + 2])
         pad = index.get("padding_idx")
-        return _read_rows(root, index, start, stop), num_rows, None if pad is None else int(pad)
+        return _checkpoint.read_rows(root, index, start, stop), num_rows, None if pad is None else int(pad)
 
     self = ShardedEmbedding.__new__(ShardedEmbedding)
     self._build(process_group, "fastembed_ext.distributed.load()", make, num_threads)
