@@ -515,6 +515,20 @@ def _plan_inputs(rows, d, ids):
     return np.zeros((rows, d), np.float32), np.asarray(ids, np.int64)
 
 
+def _quiet_plan(gw, idx, **kwargs):
+    """The 2-thread plan, read while no other task wanted a CPU just before and
+    just after it; skips when there are no threads to plan or no quiet moment."""
+    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
+        pytest.skip("one CPU or a serial build: no threads to plan")
+    for _ in range(50):
+        before = _kernels.runnable_others()
+        plan = _kernels.scatter_plan(gw, idx, 2, **kwargs)
+        if before == 0 and _kernels.runnable_others() == 0:
+            return plan
+        time.sleep(0.05)
+    pytest.skip("other tasks kept the CPUs busy for the whole test")
+
+
 @pytest.mark.parametrize("case", ["hot_set", "zipf", "table_small_for_the_batch", "narrow_rows"])
 def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatter_plan_judges):
     from fastembed_ext._workloads import zipf_ids
@@ -532,52 +546,28 @@ def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatt
     if case == "zipf" and fe.info()["parallel"] and fe.info()["cpus"]["affinity"] >= 2:
         # judged by its sample, which the plan reads only when no other task
         # already claims a CPU
-        for _ in range(50):
-            before = _kernels.runnable_others()
-            plan = _kernels.scatter_plan(gw, idx, 2)
-            if before == 0 and _kernels.runnable_others() == 0:
-                assert plan["threads"] == 1, plan
-                assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
-                return
-            time.sleep(0.05)
-        pytest.skip("other tasks kept the CPUs busy for the whole test")
+        plan = _quiet_plan(gw, idx)
+        assert plan["threads"] == 1, plan
+        assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
 
 
 def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_busy(
         rng, scatter_plan_judges):
-    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
-        pytest.skip("one CPU or a serial build: no threads to plan")
     gw, idx = _plan_inputs(1_000_000, 128, rng.integers(0, 1_000_000, 65536))
-    for _ in range(50):
-        before = _kernels.runnable_others()
-        plan = _kernels.scatter_plan(gw, idx, 2)
-        after = _kernels.runnable_others()
-        assert plan["distinct_percent"] >= 90 and plan["largest_part_percent"] <= 60, plan
-        if before == 0 and after == 0:
-            # nothing else wanted a CPU around the call: the plan threads it,
-            # each thread taking its own range of the updates
-            assert plan["threads"] == 2 and plan["parts"] >= 2, plan
-            assert plan["split"] == "position", plan
-            return
-        time.sleep(0.05)
-    pytest.skip("other tasks kept the CPUs busy for the whole test")
+    plan = _quiet_plan(gw, idx)
+    # nothing else wanted a CPU around the call: the plan threads it, each
+    # thread taking its own range of the updates
+    assert plan["distinct_percent"] >= 90 and plan["largest_part_percent"] <= 60, plan
+    assert plan["threads"] == 2 and plan["parts"] >= 2, plan
+    assert plan["split"] == "position", plan
 
 
 def test_scatter_plan_gives_long_rows_of_a_small_table_to_threads_by_row(rng, scatter_plan_judges):
     # 65536 updates of a 65536-row table: too many would wait in a split by
     # position, but 3 KB rows pay for threads that own rows
-    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
-        pytest.skip("one CPU or a serial build: no threads to plan")
     gw, idx = _plan_inputs(65_536, 768, rng.integers(0, 65_536, 65536))
-    for _ in range(50):
-        before = _kernels.runnable_others()
-        plan = _kernels.scatter_plan(gw, idx, 2)
-        after = _kernels.runnable_others()
-        if before == 0 and after == 0:
-            assert plan["threads"] == 2 and plan["split"] == "rows", plan
-            return
-        time.sleep(0.05)
-    pytest.skip("other tasks kept the CPUs busy for the whole test")
+    plan = _quiet_plan(gw, idx)
+    assert plan["threads"] == 2 and plan["split"] == "rows", plan
 
 
 def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
@@ -588,18 +578,9 @@ def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
     # destination dominates
     gw, idx = _plan_inputs(100_000, 128, rng.integers(0, 100_000, 65536))
     assert _kernels.scatter_plan(gw, idx, 2)["threads"] == 1
-    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
-        pytest.skip("one CPU or a serial build: no threads to plan")
-    for _ in range(50):
-        before = _kernels.runnable_others()
-        plan = _kernels.scatter_plan(gw, idx, 2, source_rows=4096)
-        after = _kernels.runnable_others()
-        if before == 0 and after == 0:
-            assert plan["threads"] == 2 and plan["parts"] >= 2, plan
-            assert plan["split"] == "rows", plan
-            return
-        time.sleep(0.05)
-    pytest.skip("other tasks kept the CPUs busy for the whole test")
+    plan = _quiet_plan(gw, idx, source_rows=4096)
+    assert plan["threads"] == 2 and plan["parts"] >= 2, plan
+    assert plan["split"] == "rows", plan
 
 
 def test_a_busy_neighbour_is_seen_as_a_runnable_task():
