@@ -174,8 +174,9 @@ cdef Py_ssize_t PARALLEL_MIN_BYTES = 1 << 18
 # d=64/128 2.9/6.5 -> 2.5/6.1 ms, d=384/768 within the noise)
 cdef Py_ssize_t READ_CHUNK_BYTES = 1 << 19
 cdef Py_ssize_t READ_CHUNKS_PER_THREAD = 8
-# Scatter-add rows narrower than two cache lines stay on one thread: two
-# threads would write neighbouring rows that share a line.
+# Scatter-add threads own columns: each thread applies every update, in index
+# order, to its band of whole cache lines of the row, so rows narrower than
+# two lines stay on one thread.
 cdef Py_ssize_t LINE_BYTES = 64
 cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * 64
 # parts (row ranges) per thread, so that a late or descheduled helper's share
@@ -631,66 +632,49 @@ cdef void _naive_gather(GatherArgs* a, index_t* _i) noexcept nogil:
 # --------------------------------------------------------------------------
 # scatter-add: table[idx[k], :] += grad[k, :], in index order per row
 
-cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
-                               value_t* _v) noexcept nogil:
-    # table[i, :] += grad[src_rows[k] (or k), :], times scales[k] or 1 / counts[i]
-    cdef const value_t* src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
-    cdef value_t* dst = <value_t*>a.table.data + i * a.table.d
-    if a.scales != NULL:
-        _add_scaled_row(dst, src, a.table.d, _to_double((<const value_t*>a.scales)[k]))
-    elif a.counts != NULL:
-        _add_scaled_row(dst, src, a.table.d, 1.0 / <double>a.counts[i])
-    else:
-        _add_row(dst, src, a.table.d)
-
-
-cdef inline void _prefetch_for_write(char* table, Py_ssize_t row_bytes, Py_ssize_t reach,
-                                     Py_ssize_t i) noexcept nogil:
-    # the first reach bytes of row i (up to 512; the hardware streams the
-    # rest), for a later update: a random read-modify-write otherwise stalls
-    # on each row (bench/: 1.2-1.4x on one thread, from a cache-resident
-    # 7.7 MB table to a 256 MB one).  The callers hold the arguments in locals.
-    cdef char* row = table + i * row_bytes
-    cdef Py_ssize_t off
-    for off in range(0, reach, 64):
-        FE_PREFETCH_W(row + off)
-
-
-cdef void _scatter_serial(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
-    # Applies every update k = 0..n in order, on the calling thread: the
-    # loop of _apply_update with its arguments held in locals (_apply_update
-    # reloads them from *a after every row's add, which cost 0.79 -> 1.00 ms
-    # for 65536 updates of 64-byte rows in cache).
+cdef void _scatter_columns(ScatterArgs* a, Py_ssize_t j0, Py_ssize_t j1,
+                           value_t* _v, index_t* _i) noexcept nogil:
+    # Applies every update k = 0..n in order to columns [j0, j1) of its row:
+    # table[idx[k], j0:j1] += grad[src_rows[k] (or k), j0:j1] times scales[k]
+    # or 1 / counts[idx[k]] when given.
     cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t n = a.idx.n, pad = a.padding_idx, d = a.table.d, k, i
-    cdef Py_ssize_t row_bytes = a.table.row_bytes
-    cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
+    cdef Py_ssize_t n = a.idx.n, k, i, j, ahead, width = j1 - j0
+    cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
+    cdef Py_ssize_t band = width * <Py_ssize_t>sizeof(value_t)
+    cdef Py_ssize_t reach = band if band < 512 else 512
     cdef const value_t* scales = <const value_t*>a.scales
     cdef const Py_ssize_t* counts = a.counts
-    cdef const Py_ssize_t* src_rows = a.src_rows
+    cdef char* first = a.table.data + j0 * <Py_ssize_t>sizeof(value_t)
     cdef value_t* gw = <value_t*>a.table.data
+    cdef Py_ssize_t d = a.table.d
     cdef const value_t* src
+    cdef char* row
     for k in range(n):
+        # the destination band of a later update, for writing: a random
+        # read-modify-write otherwise stalls on each row (bench/: 1.2-1.4x on
+        # one thread, from a cache-resident 7.7 MB table to a 256 MB one)
         if k + PREFETCH_AHEAD < n:
-            _prefetch_for_write(a.table.data, row_bytes, reach, idx[k + PREFETCH_AHEAD])
+            ahead = idx[k + PREFETCH_AHEAD]
+            row = first + ahead * row_bytes
+            for j in range(0, reach, 64):
+                FE_PREFETCH_W(row + j)
         i = idx[k]
         if i == pad:
             continue
-        src = _row(&a.grad, k if src_rows == NULL else src_rows[k], _v)
+        src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v) + j0
         if scales != NULL:
-            _add_scaled_row(gw + i * d, src, d, _to_double(scales[k]))
+            _add_scaled_row(gw + i * d + j0, src, width, _to_double(scales[k]))
         elif counts != NULL:
-            _add_scaled_row(gw + i * d, src, d, 1.0 / <double>counts[i])
+            _add_scaled_row(gw + i * d + j0, src, width, 1.0 / <double>counts[i])
         else:
-            _add_row(gw + i * d, src, d)
+            _add_row(gw + i * d + j0, src, width)
 
 
 cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k0,
                         Py_ssize_t n, value_t* _v, index_t* _i) noexcept nogil:
     # Applies, in index order, the updates k0 <= k < n whose row lies in
     # [lo, hi).  It scans those indices; a ring of the next PREFETCH_AHEAD
-    # owned updates lets it prefetch their rows.  Arguments in locals, as in
-    # _scatter_serial.
+    # owned updates lets it prefetch their rows.
     cdef const index_t* idx = <const index_t*>a.idx.data
     cdef Py_ssize_t d = a.table.d, pad = a.padding_idx
     cdef Py_ssize_t row_bytes = a.table.row_bytes
@@ -700,8 +684,9 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
     cdef const Py_ssize_t* counts = a.counts
     cdef value_t* gw = <value_t*>a.table.data
     cdef Py_ssize_t ring[16]
-    cdef Py_ssize_t head = 0, tail = 0, scan = k0, k, i
+    cdef Py_ssize_t head = 0, tail = 0, scan = k0, k, i, j
     cdef const value_t* src
+    cdef char* row
     while True:
         # top the ring up with the next owned updates, prefetching their rows
         while scan < n and tail - head < PREFETCH_AHEAD:
@@ -709,7 +694,9 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
             if <size_t>(i - lo) < width and i != pad:
                 ring[tail & 15] = scan
                 tail += 1
-                _prefetch_for_write(a.table.data, row_bytes, reach, i)
+                row = a.table.data + i * row_bytes
+                for j in range(0, reach, 64):
+                    FE_PREFETCH_W(row + j)
             scan += 1
         if head == tail:
             return
@@ -723,6 +710,19 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
             _add_scaled_row(gw + i * d, src, d, 1.0 / <double>counts[i])
         else:
             _add_row(gw + i * d, src, d)
+
+
+cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
+                               value_t* _v) noexcept nogil:
+    # table[i, :] += grad[src_rows[k] (or k), :], times scales[k] or 1 / counts[i]
+    cdef const value_t* src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
+    cdef value_t* dst = <value_t*>a.table.data + i * a.table.d
+    if a.scales != NULL:
+        _add_scaled_row(dst, src, a.table.d, _to_double((<const value_t*>a.scales)[k]))
+    elif a.counts != NULL:
+        _add_scaled_row(dst, src, a.table.d, 1.0 / <double>a.counts[i])
+    else:
+        _add_row(dst, src, a.table.d)
 
 
 cdef inline Py_ssize_t _seen_bit(ScatterArgs* a, Py_ssize_t i) noexcept nogil:
@@ -743,31 +743,34 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     # are claimed in order, so a part only ever waits for parts that a thread
     # has claimed, and part 0 never waits.
     cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t lo = a.starts[p], hi = a.starts[p + 1], pad = a.padding_idx
-    cdef Py_ssize_t row_bytes = a.table.row_bytes
+    cdef Py_ssize_t lo = a.starts[p], hi = a.starts[p + 1]
+    cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
     cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
     cdef uint64_t* seen = NULL
     cdef Py_ssize_t* later = a.deferred + lo
-    cdef Py_ssize_t nlater = 0, k, i, b, j, spins = 0
+    cdef Py_ssize_t nlater = 0, k, i, j, spins = 0
+    cdef char* row
     if p > 0:
         seen = a.seen + (p - 1) * a.seen_words
         for k in range(lo):
             i = idx[k]
             if i != pad:
-                b = _seen_bit(a, i)
-                seen[b >> 6] |= (<uint64_t>1) << (b & 63)
+                i = _seen_bit(a, i)
+                seen[i >> 6] |= (<uint64_t>1) << (i & 63)
     for k in range(lo, hi):
+        # the destination of a later update, for writing (see _scatter_columns)
         if k + PREFETCH_AHEAD < hi:
-            _prefetch_for_write(a.table.data, row_bytes, reach, idx[k + PREFETCH_AHEAD])
+            row = a.table.data + <Py_ssize_t>idx[k + PREFETCH_AHEAD] * row_bytes
+            for j in range(0, reach, 64):
+                FE_PREFETCH_W(row + j)
         i = idx[k]
         if i == pad:
             continue
-        if seen != NULL:
-            b = _seen_bit(a, i)
-            if (seen[b >> 6] >> (b & 63)) & 1:
-                later[nlater] = k
-                nlater += 1
-                continue
+        j = _seen_bit(a, i) if seen != NULL else 0
+        if seen != NULL and (seen[j >> 6] >> (j & 63)) & 1:
+            later[nlater] = k
+            nlater += 1
+            continue
         _apply_update(a, k, i, _v)
     if p > 0:
         # part p - 1 is marked done only after the parts before it
@@ -776,7 +779,9 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
             fe_pause_or_yield(spins)
         for j in range(nlater):
             if j + PREFETCH_AHEAD < nlater:
-                _prefetch_for_write(a.table.data, row_bytes, reach, idx[later[j + PREFETCH_AHEAD]])
+                row = a.table.data + <Py_ssize_t>idx[later[j + PREFETCH_AHEAD]] * row_bytes
+                for k in range(0, reach, 64):
+                    FE_PREFETCH_W(row + k)
             k = later[j]
             _apply_update(a, k, idx[k], _v)
     fe_store_release(&a.part_done[p], 1)
@@ -985,7 +990,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         if nparts <= 1:
             threads = 1
     if threads <= 1:
-        _scatter_serial(a, _v, _i)
+        _scatter_columns(a, 0, d, _v, _i)
     elif a.split:
         a.nsplit = nparts
         for p in range(a.nsplit + 1):
@@ -2210,3 +2215,4 @@ def float_to_half_portable(cnp.ndarray f, cnp.ndarray out):
     with nogil:
         for k in range(n):
             dst[k] = fe_float_to_half(src[k])
+
