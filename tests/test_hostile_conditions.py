@@ -416,6 +416,16 @@ INTERRUPT_SCRIPT = textwrap.dedent(r"""
     import fastembed_ext as fe
     from fastembed_ext import _kernels
 
+    # Ctrl-C as a terminal delivers it, whatever this process inherited: a
+    # parent that ignores or blocks SIGINT passes that on through exec
+    try:
+        with open("/proc/self/status") as f:
+            inherited = {k: v.strip() for k, v in (l.split(":", 1) for l in f) if k in ("SigBlk", "SigIgn")}
+    except OSError:   # not Linux
+        inherited = None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
     _kernels.use_f16c(False)         # the portable float16 path: slow enough to interrupt
     _kernels.scatter_heuristics(False)   # threads whenever asked for, whatever the load
     T, d = 64, 4096
@@ -477,6 +487,7 @@ INTERRUPT_SCRIPT = textwrap.dedent(r"""
         "fired_after": fired[0] - t0 if fired else None,
         "fully_updated": bool(np.array_equal(gw.view(np.uint16), want.view(np.uint16))),
         "untouched": bool(np.array_equal(gw.view(np.uint16), start.view(np.uint16))),
+        "inherited": inherited,
     }
     # still usable afterwards
     w = np.arange(12, dtype=np.float32).reshape(4, 3)
