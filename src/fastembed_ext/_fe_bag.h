@@ -26,36 +26,46 @@
 #if FE_X86_ASM
 #include <immintrin.h>
 
-/* x + acc, x's NaN first */
+/* x + acc, x's NaN first (x is the first source operand).  The result is
+   written over acc, the accumulator's own register: with a separate output
+   the compiler copied every sum back and spilled a register per entry. */
 __attribute__((target("avx")))
 static inline __m256 fe_bag_addps(__m256 x, __m256 acc)
 {
-    __m256 r;
-    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(x), "x"(acc));
-    return r;
+    __asm__("vaddps %0, %1, %0" : "+x"(acc) : "x"(x));
+    return acc;
 }
 __attribute__((target("avx")))
 static inline __m256d fe_bag_addpd(__m256d x, __m256d acc)
 {
-    __m256d r;
-    __asm__("vaddpd %2, %1, %0" : "=x"(r) : "x"(x), "x"(acc));
-    return r;
+    __asm__("vaddpd %0, %1, %0" : "+x"(acc) : "x"(x));
+    return acc;
 }
-/* x * s, x's NaN first */
+/* x * s, x's NaN first, written over x */
 __attribute__((target("avx")))
 static inline __m256 fe_bag_mulps(__m256 x, __m256 s)
 {
-    __m256 r;
-    __asm__("vmulps %2, %1, %0" : "=x"(r) : "x"(x), "x"(s));
-    return r;
+    __asm__("vmulps %1, %0, %0" : "+x"(x) : "x"(s));
+    return x;
 }
 __attribute__((target("avx")))
 static inline __m256d fe_bag_mulpd(__m256d x, __m256d s)
 {
-    __m256d r;
-    __asm__("vmulpd %2, %1, %0" : "=x"(r) : "x"(x), "x"(s));
-    return r;
+    __asm__("vmulpd %1, %0, %0" : "+x"(x) : "x"(s));
+    return x;
 }
+
+/* the bytes [off, off + bytes) of the row FE_BAG_PREFETCH entries ahead, where there is one */
+#define FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, off, bytes)                               \
+    do {                                                                                       \
+        if ((k) + FE_BAG_PREFETCH < (n)) {                                                     \
+            const char *p_ = (w) + (ptrdiff_t)(idx)[(k) + FE_BAG_PREFETCH] * (stride) + (off); \
+            ptrdiff_t o_;                                                                      \
+            for (o_ = 0; o_ < (bytes); o_ += 64) {                                             \
+                __builtin_prefetch(p_ + o_, 0, 0);                                             \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
 
 /*
  * FE_BAG_SUM(NAME, T, INDEX_T, V, LANES, SET1, LOADU, MASKLOAD, STOREU, MASKSTORE, ADD, MUL)
@@ -75,33 +85,29 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdi
                       T *out)                                                                  \
 {                                                                                              \
     const ptrdiff_t block = 8 * LANES;                                                         \
+    enum { BLOCK_BYTES = 8 * LANES * (int)sizeof(T) };  /* a constant: the prefetches unroll */ \
     ptrdiff_t count = 0, j0, k;                                                                \
     for (k = lo; k < hi; k++) {                                                                \
         count += (int64_t)idx[k] != pad;                                                       \
     }                                                                                          \
     for (j0 = 0; j0 < d; j0 += block) {                                                        \
         ptrdiff_t width = d - j0 < block ? d - j0 : block;                                     \
-        ptrdiff_t bytes = width * (ptrdiff_t)sizeof(T);                                        \
         if (width == block) {                                                                  \
             V a0 = SETZERO(), a1 = SETZERO(), a2 = SETZERO(), a3 = SETZERO();                  \
             V a4 = SETZERO(), a5 = SETZERO(), a6 = SETZERO(), a7 = SETZERO();                  \
-            for (k = lo; k < hi; k++) {                                                        \
-                int64_t i = (int64_t)idx[k];                                                   \
-                const T *r;                                                                    \
-                if (k + FE_BAG_PREFETCH < n) {                                                 \
-                    const char *p = w + (ptrdiff_t)idx[k + FE_BAG_PREFETCH] * stride           \
-                                    + j0 * (ptrdiff_t)sizeof(T);                               \
-                    ptrdiff_t off;                                                             \
-                    for (off = 0; off < bytes; off += 64) {                                    \
-                        __builtin_prefetch(p + off, 0, 0);                                     \
+            /* two loops, so that the weightless one needs no register for the weight          \
+               and no accumulator is spilled */                                                \
+            if (psw != NULL) {                                                                 \
+                for (k = lo; k < hi; k++) {                                                    \
+                    int64_t i = (int64_t)idx[k];                                               \
+                    const T *r;                                                                \
+                    V s;                                                                       \
+                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES); \
+                    if (i == pad) {                                                            \
+                        continue;                                                              \
                     }                                                                          \
-                }                                                                              \
-                if (i == pad) {                                                                \
-                    continue;                                                                  \
-                }                                                                              \
-                r = (const T *)(w + i * stride) + j0;                                          \
-                if (psw != NULL) {                                                             \
-                    V s = SET1(psw[k]);                                                        \
+                    r = (const T *)(w + i * stride) + j0;                                      \
+                    s = SET1(psw[k]);                                                          \
                     a0 = ADD(MUL(LOADU(r + 0 * LANES), s), a0);                                \
                     a1 = ADD(MUL(LOADU(r + 1 * LANES), s), a1);                                \
                     a2 = ADD(MUL(LOADU(r + 2 * LANES), s), a2);                                \
@@ -110,7 +116,16 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdi
                     a5 = ADD(MUL(LOADU(r + 5 * LANES), s), a5);                                \
                     a6 = ADD(MUL(LOADU(r + 6 * LANES), s), a6);                                \
                     a7 = ADD(MUL(LOADU(r + 7 * LANES), s), a7);                                \
-                } else {                                                                       \
+                }                                                                              \
+            } else {                                                                           \
+                for (k = lo; k < hi; k++) {                                                    \
+                    int64_t i = (int64_t)idx[k];                                               \
+                    const T *r;                                                                \
+                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES); \
+                    if (i == pad) {                                                            \
+                        continue;                                                              \
+                    }                                                                          \
+                    r = (const T *)(w + i * stride) + j0;                                      \
                     a0 = ADD(LOADU(r + 0 * LANES), a0);                                        \
                     a1 = ADD(LOADU(r + 1 * LANES), a1);                                        \
                     a2 = ADD(LOADU(r + 2 * LANES), a2);                                        \
