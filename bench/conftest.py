@@ -96,6 +96,25 @@ def describe(benchmark, backend, threads):
     })
 
 
+@pytest.fixture(autouse=True)
+def _engine_jobs(request):
+    """Record in each benchmark's extra_info how many parallel jobs the engine
+    ran while it was measured: under the load rule a call asked for N threads
+    may run on one, and only this count tells.  A threaded call runs at least
+    one job, so engine_jobs / measured_calls below 1 means that some of the
+    measured calls ran on one thread (warm-up calls count too, so it can
+    exceed 1)."""
+    if "benchmark" not in request.fixturenames:
+        yield
+        return
+    bm = request.getfixturevalue("benchmark")
+    before = fastembed_ext._kernels.engine_state()["jobs"]
+    yield
+    if bm.stats:   # None or empty when the benchmark was disabled or skipped
+        bm.extra_info["engine_jobs"] = fastembed_ext._kernels.engine_state()["jobs"] - before
+        bm.extra_info["measured_calls"] = bm.stats.stats.rounds * bm.stats.iterations
+
+
 def torch_or_skip():
     return pytest.importorskip("torch")
 

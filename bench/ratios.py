@@ -13,6 +13,11 @@ the same run (a row whose peer or whose own case did not run is left out):
 - scatter_add: against np.add.at and Tensor.index_add_, and N threads over 1;
 - embedding_bag and its backward: against torch at the same thread count;
 - load: the default thread count over one thread, quiet and beside a busy loop.
+
+Last, the cases asked for more than one thread whose measured calls did not
+all run threaded (the engine's job count over the measured calls, from
+bench/conftest.py): under the load rule such a "2 threads" figure is partly
+or wholly one thread's.
 """
 import json
 import re
@@ -117,6 +122,25 @@ def load(m):
         print(f"  {'processes, one per CPU, at once':32} {_x(procs.get('1'), procs.get('default'))}")
 
 
+def serial_calls(path):
+    with open(path) as f:
+        runs = json.load(f)["benchmarks"]
+    rows = []
+    for run in runs:
+        info = run.get("extra_info", {})
+        threads, calls = info.get("threads"), info.get("measured_calls")
+        if info.get("backend") != "cython" or threads == 1 or not calls or "engine_jobs" not in info:
+            continue
+        share = info["engine_jobs"] / calls
+        if share < 1:
+            rows.append((run["name"], share))
+    if rows:
+        print("threads asked for, not all taken  (engine jobs per measured call; < 1: some calls "
+              "ran on one thread)")
+        for name, share in rows:
+            print(f"  {name:70} {share:5.2f}")
+
+
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
@@ -128,7 +152,7 @@ def main(argv):
                    lambda: bags(m, n, "test_embedding_bag", "numpy-reduceat", "embedding_bag"),
                    lambda: bags(m, n, "test_embedding_bag_backward", "numpy-add-at",
                                 "embedding_bag backward"),
-                   lambda: load(m)):
+                   lambda: load(m), lambda: serial_calls(argv[1])):
         report()
 
 
