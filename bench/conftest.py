@@ -110,7 +110,7 @@ def _engine_jobs(request):
     bm = request.getfixturevalue("benchmark")
     before = fastembed_ext._kernels.engine_state()["jobs"]
     yield
-    if bm.stats:   # None or empty when the benchmark was disabled or skipped
+    if bm.stats and not bm.extra_info.get("in_subprocesses"):   # None or empty when disabled
         bm.extra_info["engine_jobs"] = fastembed_ext._kernels.engine_state()["jobs"] - before
         bm.extra_info["measured_calls"] = bm.stats.stats.rounds * bm.stats.iterations
 

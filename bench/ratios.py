@@ -138,7 +138,7 @@ def serial_calls(path):
         print("threads asked for, not all taken  (engine jobs per measured call; < 1: some calls "
               "ran on one thread)")
         for name, share in rows:
-            print(f"  {name:70} {share:5.2f}")
+            print(f"  {name:70} {share:6.3f}")
 
 
 def main(argv):
