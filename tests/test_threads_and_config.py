@@ -600,3 +600,15 @@ def test_a_busy_neighbour_is_seen_as_a_runnable_task():
         busy.kill()
         busy.wait()
     assert seen >= 1
+
+
+def test_why_one_thread_for_a_small_table_names_both_ways_to_cut_a_scatter(scatter_plan_judges):
+    from fastembed_ext import _bench
+    if not fe.info()["parallel"]:
+        pytest.skip("a serial build runs everything on one thread")
+    # 100000 rows for 65536 updates: too small to split by position; 512-byte
+    # rows: too short for threads that own row ranges (neither depends on the load)
+    gw, idx = _plan_inputs(100_000, 128, np.random.default_rng(0).integers(0, 100_000, 65_536))
+    why = _bench.explain_threads("scatter_add", gw, idx, 2)
+    assert why.startswith("a table of 100000 rows for 65536 updates: split by position"), why
+    assert "every thread would stream the whole gradient for rows of 512 B" in why, why
