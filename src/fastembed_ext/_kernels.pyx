@@ -241,7 +241,8 @@ cdef inline int _plan(Py_ssize_t work_bytes, int num_threads) noexcept nogil:
     # no more than the CPUs no other task is waiting for.  A helper that must
     # share a core with another task is descheduled mid-chunk and holds the
     # caller (one busy-loop process beside a 2-thread gather, T=200000 d=128:
-    # 0.89-0.94x of one thread; with this rule it runs on one).
+    # 0.89-0.94x of one thread; a threaded scatter-add, which gains 1.1-1.6x
+    # on free cores: 0.32-0.99x; with this rule both run on one).
     cdef int threads, free
     if work_bytes < PARALLEL_MIN_BYTES:
         return 1
@@ -937,12 +938,7 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     cdef Py_ssize_t cut = _cut_rows(a, nparts, largest, distinct, _i)
     if distinct[0] < SCATTER_MIN_DISTINCT or (not a.split and largest[0] >= 90):
         return 1
-    # Cores taken by other work: a threaded scatter-add gains 1.1-1.6x on
-    # free cores but, at that efficiency, loses when its threads must share
-    # them (one busy-loop process beside it: 0.32-0.99x of one thread), so it
-    # runs on one thread while other tasks are runnable.
-    if fe_runnable_others_recent() + threads > fe_cpu_budget:
-        return 1
+    # cores taken by other work were already left out by _plan
     return nparts if a.split else cut
 
 
