@@ -217,13 +217,16 @@ def test_lean_path_declines_bad_input_without_writing():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 8], ids=["aligned_out", "out_8_bytes_off_16"])
-def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(dtype, offset):
-    # past the streaming threshold (8 MiB out, rows of 1 KiB or more); an output
-    # that is not 16-byte aligned takes the ordinary stores
+@pytest.mark.parametrize("row_bytes", [512, 528, 2048, 8192])
+def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(dtype, offset,
+                                                                                row_bytes):
+    # past the streaming threshold (8 MiB out, rows of 512 B or more): rows
+    # prefetched 8, 2 and 1 ahead, and a row that ends in a 16-byte tail (528);
+    # an output that is not 16-byte aligned takes the ordinary stores
     rng = np.random.default_rng(offset)
     itemsize = np.dtype(dtype).itemsize
-    d = 2048 // itemsize
-    T, B = 3000, (9 << 20) // 2048
+    d = row_bytes // itemsize
+    T, B = 3000, (9 << 20) // row_bytes
     w = _specials(rng, (T, d), dtype)
     idx = rng.integers(0, T, B)
     raw = np.empty(B * d * itemsize + 64, np.uint8)
