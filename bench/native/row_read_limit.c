@@ -1,94 +1,69 @@
-/* The fastest a bag kernel could possibly run on this machine: read one float
- * from every 64-byte line of every looked-up row, in index order, with the
- * next rows prefetched D rows ahead, and nothing else (no adds, no stores).
- * A bag-sum kernel reads exactly these lines, so its time cannot fall below
- * the best of these medians; a peer's time divided by this one is the most
- * any kernel could gain over that peer.
+/* The fastest a gather or bag kernel could run on this machine, measured on
+ * the caller's own table: read one 32-bit word from every 64-byte line that
+ * the looked-up rows occupy, in the order a kernel reads them, with the same
+ * lines of the row `distance` entries ahead prefetched, and nothing else (no
+ * adds, no stores).  A kernel reads at least these lines, so its time cannot
+ * fall below the best of these times; a peer's time divided by that one is
+ * the most any kernel could gain over that peer.
  *
- *   cc -O2 -o row_read_limit row_read_limit.c
- *   ./row_read_limit T d L bags [hugepages 0|1]
+ * Lines, not bytes: a row that does not start on a line (NumPy's large
+ * arrays start 16 bytes into one) occupies one more line than its length
+ * suggests, and every one of them is read and prefetched.
  *
- * The table is float32, T x d, 2 MiB aligned; hugepages=1 (the default)
- * asks for transparent huge pages with madvise, as NumPy does for large
- * arrays.  Indices are uniform in [0, T), L per bag, fixed seed.  Prints the
- * median of 15 runs for each prefetch distance D in {0, 4, 8, 16, 32, 64}. */
-#define _GNU_SOURCE
+ *   cc -O3 -shared -fPIC -o librow_read_limit.so row_read_limit.c
+ *
+ * and call row_read_limit_touch through ctypes (scripts/_read_limit.py), so
+ * that the limit is timed on the same table, in the same process, between
+ * the calls it bounds. */
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <time.h>
 
-enum { RUNS = 15, LINE_FLOATS = 16 };
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static float touch_rows(const float *w, long d, const int64_t *idx, long n, int distance) {
-    long lines = (d + LINE_FLOATS - 1) / LINE_FLOATS;
-    float s = 0;
-    for (long k = 0; k < n; k++) {
-        if (distance > 0 && k + distance < n) {
-            const char *ahead = (const char *)(w + idx[k + distance] * d);
-            for (long l = 0; l < lines; l++)
-                __builtin_prefetch(ahead + 64 * l, 0, 3);
+/* One block of `len` bytes of each of a bag's rows, entries lo..hi: a line
+ * every 64 bytes from the block's start and the line of its last word, which
+ * is every line it occupies at any alignment; the same lines of the row
+ * `distance` entries ahead prefetched. */
+static inline __attribute__((always_inline)) uint32_t
+touch_block(const char *w, long stride, const int64_t *idx, long lo, long hi, long n, long o0,
+            long len, int distance)
+{
+    uint32_t s = 0;
+    for (long k = lo; k < hi; k++) {
+        if (k + distance < n) {
+            const char *p = w + idx[k + distance] * stride + o0;
+            for (long o = 0; o < len; o += 64)
+                __builtin_prefetch(p + o, 0, 3);
+            __builtin_prefetch(p + len - 1, 0, 3);
         }
-        const float *row = w + idx[k] * d;
-        for (long l = 0; l < lines; l++)
-            s += row[LINE_FLOATS * l];
+        const char *r = w + idx[k] * stride + o0;
+        for (long o = 0; o < len; o += 64)
+            s |= *(const uint32_t *)(r + o);
+        s |= *(const uint32_t *)(r + len - 4);
     }
     return s;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "usage: %s T d L bags [hugepages 0|1]\n", argv[0]);
-        return 2;
-    }
-    long T = atol(argv[1]), d = atol(argv[2]), L = atol(argv[3]), bags = atol(argv[4]);
-    int huge = argc > 5 ? atoi(argv[5]) : 1;
-    size_t bytes = ((size_t)T * d * sizeof(float) + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-    float *w = aligned_alloc(2u << 20, bytes);
-    long n = L * bags;
-    int64_t *idx = malloc(n * sizeof(int64_t));
-    if (!w || !idx) {
-        fprintf(stderr, "out of memory\n");
-        return 1;
-    }
-    if (huge)
-        madvise(w, bytes, MADV_HUGEPAGE);
-    for (long i = 0; i < T * d; i++)
-        w[i] = 1.0f;
-    uint64_t state = 0x9E3779B97F4A7C15u;
-    for (long k = 0; k < n; k++) {
-        state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-        idx[k] = (int64_t)(state % (uint64_t)T);
-    }
-    static const int distances[] = {0, 4, 8, 16, 32, 64};
-    volatile float sink;
-    printf("T=%ld d=%ld L=%ld bags=%ld rows=%ld hugepages=%d: median ms by prefetch distance:",
-           T, d, L, bags, n, huge);
-    for (unsigned v = 0; v < sizeof distances / sizeof *distances; v++) {
-        double ms[RUNS];
-        for (int r = 0; r < RUNS; r++) {
-            double t = now();
-            sink = touch_rows(w, d, idx, n, distances[v]);
-            ms[r] = (now() - t) * 1e3;
+/* The rows idx[0 .. bags * per_bag) of the table w (rows `stride` bytes
+ * apart, `row_bytes` of each read, a multiple of 4), bag by bag; within a
+ * bag, block by block of `block` bytes (256: a bag-sum kernel's register
+ * block of float32; row_bytes: whole rows) and, for each block, the bag's
+ * entries in order.  Returns an or of the words read, so that no read can be
+ * left out.  The common block sizes get loops of a constant length, as a
+ * kernel's are. */
+uint32_t row_read_limit_touch(const char *w, long stride, long row_bytes, const int64_t *idx,
+                              long bags, long per_bag, long block, int distance)
+{
+    uint32_t s = 0;
+    long n = bags * per_bag;
+    for (long b = 0; b < bags; b++) {
+        long lo = b * per_bag, hi = lo + per_bag;
+        for (long o0 = 0; o0 < row_bytes; o0 += block) {
+            long len = row_bytes - o0 < block ? row_bytes - o0 : block;
+            switch (len) {
+            case 256: s |= touch_block(w, stride, idx, lo, hi, n, o0, 256, distance); break;
+            case 512: s |= touch_block(w, stride, idx, lo, hi, n, o0, 512, distance); break;
+            case 1024: s |= touch_block(w, stride, idx, lo, hi, n, o0, 1024, distance); break;
+            default: s |= touch_block(w, stride, idx, lo, hi, n, o0, len, distance); break;
+            }
         }
-        qsort(ms, RUNS, sizeof *ms, by_value);
-        printf(" D%d %.2f", distances[v], ms[RUNS / 2]);
     }
-    printf("\n");
-    (void)sink;
-    free(idx);
-    free(w);
-    return 0;
+    return s;
 }
