@@ -723,7 +723,7 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
                 row = a.table.data + i * row_bytes
                 for j in range(0, reach, 64):
                     FE_PREFETCH_W(row + j)
-                scan += 1
+            scan += 1
         if head == tail:
             return
         k = ring[head & 15]
