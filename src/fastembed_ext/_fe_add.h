@@ -375,6 +375,21 @@ static inline void fe_copy_row(char *dst, const char *src, size_t n)
 #endif
 
 /*
+ * Every cache line of [p, p + bytes), for reading: a line every 64 bytes and
+ * the line of the last byte, which is one more line when p does not start one
+ * (NumPy's large arrays start 16 bytes into a line, and so do their rows).
+ * bytes > 0; a constant bytes unrolls.
+ */
+static inline void fe_prefetch_span(const char *p, ptrdiff_t bytes)
+{
+    ptrdiff_t o;
+    for (o = 0; o < bytes; o += 64) {
+        FE_PREFETCH(p + o);
+    }
+    FE_PREFETCH(p + bytes - 1);
+}
+
+/*
  * A row copy with non-temporal stores, for a gather whose output is far larger
  * than the caches: an ordinary store first reads its line (read for
  * ownership), so writing `out` costs twice its size in memory traffic; a

@@ -55,20 +55,14 @@ static inline __m256d fe_bag_mulpd(__m256d x, __m256d s)
     return x;
 }
 
-/* the bytes [off, off + bytes) of the row FE_BAG_PREFETCH entries ahead, where there is
-   one: a line every 64 bytes and the line of the last byte, which is one more line
-   when the row does not start on a line (NumPy's large arrays start 16 bytes into
-   one: without it, a fifth of a 256-byte block's lines were misses the loop waited
-   for) */
+/* every line of the bytes [off, off + bytes) of the row FE_BAG_PREFETCH entries
+   ahead, where there is one (without the line of the last byte, a fifth of a
+   256-byte block's lines were misses the loop waited for) */
 #define FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, off, bytes)                               \
     do {                                                                                       \
         if ((k) + FE_BAG_PREFETCH < (n)) {                                                     \
-            const char *p_ = (w) + (ptrdiff_t)(idx)[(k) + FE_BAG_PREFETCH] * (stride) + (off); \
-            ptrdiff_t o_;                                                                      \
-            for (o_ = 0; o_ < (bytes); o_ += 64) {                                             \
-                __builtin_prefetch(p_ + o_, 0, 0);                                             \
-            }                                                                                  \
-            __builtin_prefetch(p_ + (bytes) - 1, 0, 0);                                        \
+            fe_prefetch_span((w) + (ptrdiff_t)(idx)[(k) + FE_BAG_PREFETCH] * (stride) + (off), \
+                             (bytes));                                                         \
         }                                                                                      \
     } while (0)
 

@@ -78,6 +78,7 @@ cdef extern from "_fe_add.h" nogil:
     void fe_stream_fence()
     void FE_PREFETCH(const void* p)
     void FE_PREFETCH_W(const void* p)
+    void fe_prefetch_span(const char* p, Py_ssize_t bytes)
 
 cdef extern from "_fe_bag.h" nogil:
     # bag sums in registers, float32 and float64 (AVX); see the header
@@ -607,10 +608,7 @@ cdef void _gather_range(GatherArgs* a, const index_t* idx, Py_ssize_t lo, Py_ssi
         stream_ahead = hi - stream_dist
         for k in range(lo, hi):
             if k < stream_ahead:
-                row = w + <Py_ssize_t>idx[k + stream_dist] * ws
-                for j in range(0, row_bytes, 64):
-                    FE_PREFETCH(row + j)
-                FE_PREFETCH(row + row_bytes - 1)
+                fe_prefetch_span(w + <Py_ssize_t>idx[k + stream_dist] * ws, row_bytes)
             fe_copy_row_stream(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
         fe_stream_fence()
     elif prefetch:
