@@ -33,8 +33,8 @@
  * Which thread runs which chunk is left to chance; the kernels make the bits
  * independent of it (each chunk writes its own rows or its own columns, or,
  * in a scatter-add split by position, leaves a row that an earlier chunk also
- * writes until that chunk is done).  Chunks are claimed in order, so a chunk
- * that waits for an earlier one waits for a chunk some thread has claimed.
+ * writes to a second job, run after the first).  No chunk waits for another
+ * chunk of its job that no thread may yet have claimed.
  *
  * One job at a time: a caller that finds the pool busy (another Python thread
  * is in a parallel call) runs its job alone.  Workers start on first use, are

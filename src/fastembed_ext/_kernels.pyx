@@ -343,6 +343,7 @@ ctypedef struct ScatterArgs:
     const Py_ssize_t* counts        # (the kernel's) count of each row, for scale_by_freq
     # (the kernel's) lanes of a parallel scatter: lane p owns rows
     # [cuts[p], cuts[p + 1]) and runs its updates in nblocks blocks of `block`
+    # (by rows), or the deferred updates of a split by position
     Py_ssize_t cuts[65]
     Py_ssize_t nlanes, nblocks, block
     Py_ssize_t lane_next[64]        # the next block of each lane (atomic)
@@ -353,7 +354,7 @@ ctypedef struct ScatterArgs:
     bint split
     Py_ssize_t nsplit
     Py_ssize_t starts[65]
-    Py_ssize_t part_done[64]        # the part and every part before it are done (atomic)
+    Py_ssize_t nlater[64]           # part p's deferred updates: deferred[starts[p]:][:nlater[p]]
     uint64_t* seen                  # part p >= 1: bits set for rows named before starts[p]
     Py_ssize_t seen_words
     int seen_shift                  # 0: a bit per row; else bit (row * golden) >> seen_shift
@@ -698,9 +699,11 @@ cdef void _scatter_columns(ScatterArgs* a, Py_ssize_t j0, Py_ssize_t j1,
 
 
 cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k0,
-                        Py_ssize_t n, value_t* _v, index_t* _i) noexcept nogil:
+                        Py_ssize_t n, const Py_ssize_t* order, value_t* _v,
+                        index_t* _i) noexcept nogil:
     # Applies, in index order, the updates k0 <= k < n whose row lies in
-    # [lo, hi).  It scans those indices; a ring of the next PREFETCH_AHEAD
+    # [lo, hi); with an order, the updates order[k] instead (positions,
+    # ascending).  It scans those indices; a ring of the next PREFETCH_AHEAD
     # owned updates lets it prefetch their rows.
     cdef const index_t* idx = <const index_t*>a.idx.data
     cdef Py_ssize_t d = a.table.d, pad = a.padding_idx
@@ -717,9 +720,10 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
     while True:
         # top the ring up with the next owned updates, prefetching their rows
         while scan < n and tail - head < PREFETCH_AHEAD:
-            i = idx[scan]
+            k = scan if order == NULL else order[scan]
+            i = idx[k]
             if <size_t>(i - lo) < width and i != pad:
-                ring[tail & 15] = scan
+                ring[tail & 15] = k
                 tail += 1
                 row = a.table.data + i * row_bytes
                 for j in range(0, reach, 64):
@@ -755,7 +759,7 @@ cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
 cdef inline Py_ssize_t _seen_bit(ScatterArgs* a, Py_ssize_t i) noexcept nogil:
     # the bit of row i in a part's set of earlier rows: the row itself, or,
     # for a table much larger than the batch, a hash of it (a false hit only
-    # makes an update wait that need not)
+    # defers an update that need not wait)
     if a.seen_shift == 0:
         return i
     return <Py_ssize_t>((<uint64_t>i * 0x9E3779B97F4A7C15ULL) >> a.seen_shift)
@@ -765,17 +769,16 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
                               index_t* _i) noexcept nogil:
     # Part p of a split scatter-add: the updates k in [starts[p], starts[p + 1]).
     # Those whose row no earlier update names are applied at once: no other
-    # part writes that row before this one, and later parts leave it to this
-    # one.  The rest wait, in order, until every earlier part is done.  Parts
-    # are claimed in order, so a part only ever waits for parts that a thread
-    # has claimed, and part 0 never waits.
+    # part writes that row in this pass, and the second pass comes after it.
+    # The rest are deferred, in order, to the second pass
+    # (_scatter_deferred_lane), which runs once every part is done.
     cdef const index_t* idx = <const index_t*>a.idx.data
     cdef Py_ssize_t lo = a.starts[p], hi = a.starts[p + 1]
     cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
     cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
     cdef uint64_t* seen = NULL
     cdef Py_ssize_t* later = a.deferred + lo
-    cdef Py_ssize_t nlater = 0, k, i, j, spins = 0
+    cdef Py_ssize_t nlater = 0, k, i, j
     cdef char* row
     if p > 0:
         seen = a.seen + (p - 1) * a.seen_words
@@ -799,19 +802,20 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
             nlater += 1
             continue
         _apply_update(a, k, i, _v)
-    if p > 0:
-        # part p - 1 is marked done only after the parts before it
-        while fe_load_acquire(&a.part_done[p - 1]) == 0:
-            spins += 1
-            fe_pause_or_yield(spins)
-        for j in range(nlater):
-            if j + PREFETCH_AHEAD < nlater:
-                row = a.table.data + <Py_ssize_t>idx[later[j + PREFETCH_AHEAD]] * row_bytes
-                for k in range(0, reach, 64):
-                    FE_PREFETCH_W(row + k)
-            k = later[j]
-            _apply_update(a, k, idx[k], _v)
-    fe_store_release(&a.part_done[p], 1)
+    a.nlater[p] = nlater
+
+
+cdef void _scatter_deferred_lane(ScatterArgs* a, Py_ssize_t p, value_t* _v,
+                                 index_t* _i) noexcept nogil:
+    # The second pass of a split scatter-add: lane p applies the deferred
+    # updates whose row lies in [cuts[p], cuts[p + 1]), part after part, each
+    # part's in index order, so every row receives its updates in index
+    # order.  The lanes own disjoint rows, so they run at once: the deferred
+    # updates are no longer applied by one thread after another.
+    cdef Py_ssize_t q
+    for q in range(1, a.nsplit):
+        _scatter_part(a, a.cuts[p], a.cuts[p + 1], 0, a.nlater[q],
+                      a.deferred + a.starts[q], _v, _i)
 
 
 cdef void _scatter_worker(ScatterArgs* a, Py_ssize_t c, value_t* _v,
@@ -836,7 +840,8 @@ cdef void _scatter_worker(ScatterArgs* a, Py_ssize_t c, value_t* _v,
             b = fe_load_acquire(&a.lane_next[p])
             if b < a.nblocks:
                 _scatter_part(a, a.cuts[p], a.cuts[p + 1], b * a.block,
-                              (b + 1) * a.block if (b + 1) * a.block < a.idx.n else a.idx.n, _v, _i)
+                              (b + 1) * a.block if (b + 1) * a.block < a.idx.n else a.idx.n,
+                              NULL, _v, _i)
                 fe_store_release(&a.lane_next[p], b + 1)
                 if b + 1 == a.nblocks:
                     fe_add_release(&a.lanes_left, -1)
@@ -913,13 +918,19 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     #
     # By position (a.split): part p takes a contiguous range of the updates,
     # so each thread streams only its own share of the gradient.  An update
-    # whose row an earlier part also names waits until that part is done
-    # (_scatter_split_part), so the parts overlap only while few updates wait:
-    # with uniform ids, 1 - exp(-n / (2 T)) of the second half, 15% at
-    # T=200000 and 3% at T=1M for n=65536.  Measured, 2 cores, uniform ids,
-    # n=65536, 2 threads / 1: T=1M d=64/128/768 1.54-1.63x/1.31-1.51x/1.52-1.54x
-    # (by rows: 1.17-1.25x/1.12x/1.32-1.46x); T=200000 1.01-1.28x/1.15-1.37x/
-    # 1.30-1.44x; T=65536 d=64 0.93x.
+    # whose row an earlier part also names is deferred to a second pass
+    # (_scatter_split_part): with uniform ids, 1 - exp(-n / (2 T)) of the
+    # second half, 15% at T=200000 and 3% at T=1M for n=65536.  The second
+    # pass splits the deferred updates by rows (_scatter_deferred_lane).
+    # Measured, 2 cores, uniform ids, n=65536, 2 threads / 1 (3 runs):
+    # T=1M d=64/128/768 1.35-1.45x/1.45-1.73x/1.58-1.72x; T=200000
+    # 1.20-1.44x/1.26-1.45x/1.33-1.55x.  Where one thread applied each part's
+    # deferred updates after every earlier part was done, the two-pass split
+    # takes 0.92-0.98 of the time at T=200000 and 0.84-1.06 at T=1M.  Cutting
+    # the updates into 2 parts per thread took 1.03-1.19x the time of 1, and
+    # starts placed so that the parts apply equal shares at once (from
+    # exp(-s / T)) 0.97-1.13x: equal halves stay.  (By rows: T=1M
+    # 1.17-1.25x/1.12x/1.32-1.46x; T=65536 d=64 by position 0.93x.)
     #
     # By rows (not a.split): part p owns a range of rows and applies their
     # updates, scanning every index; the parts' owned updates interleave, so
@@ -928,7 +939,7 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # split (T=32768/65536 d=768, n=65536: 1.43x/1.46x, by position 1.09x/1.25x),
     # and for a bag backward, whose entries share their bag's gradient row,
     # so there is little gradient to stream twice (T=100000 d=128 100 per
-    # bag: by position 1.00-1.24x, as 87% of the second half waits).
+    # bag: by position 1.00-1.24x, as 87% of the second half is deferred).
     #
     # Neither pays when updates hit a hot set already in cache (Zipf ids:
     # 0.70-0.97x by position, 0.74-0.96x by rows at d=64/128): the
@@ -939,11 +950,12 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
         nparts = SCATTER_MAX_PARTS
     if not _scatter_heuristics:
         a.split = _scatter_force_split
+        a.nlanes = _cut_rows(a, nparts, largest, distinct, _i)
         if a.split:
             largest[0] = 0
             distinct[0] = 100
             return nparts
-        return _cut_rows(a, nparts, largest, distinct, _i)
+        return a.nlanes
     # The gradient it streams: a row per update, or, where updates share
     # source rows (a bag's gradient row serves every entry of the bag, and
     # stays in cache), the source rows alone (bag backward, 2 threads, uniform
@@ -956,11 +968,11 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
         distinct[0] = 0
         return 1
     # the sample: its share of distinct rows, and the cuts of rows
-    cdef Py_ssize_t cut = _cut_rows(a, nparts, largest, distinct, _i)
+    a.nlanes = _cut_rows(a, nparts, largest, distinct, _i)
     if distinct[0] < SCATTER_MIN_DISTINCT or (not a.split and largest[0] >= 90):
         return 1
     # cores taken by other work were already left out by _plan
-    return nparts if a.split else cut
+    return nparts if a.split else a.nlanes
 
 
 cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_rows) noexcept nogil:
@@ -984,8 +996,9 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # them: the same bits for any thread count and any schedule.  The plan
     # (_scatter_plan) cuts the work one of two ways:
     # - by position: part p applies a contiguous range of the updates; an
-    #   update whose row an earlier range names waits until every earlier
-    #   part is done (_scatter_split_part);
+    #   update whose row an earlier range names is deferred to a second pass,
+    #   in which lanes owning disjoint rows apply them (_scatter_split_part,
+    #   _scatter_deferred_lane);
     # - by rows: the rows are cut into ranges of about equal update counts,
     #   and the thread that claims a part applies the updates to its rows,
     #   scanning the whole index list (_scatter_worker).
@@ -994,7 +1007,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # Threads owning columns (each applying every update to its band of cache
     # lines) ran at 0.35-1.4x: every thread visits every update, and the
     # prefetchers pull lines the other core then writes.
-    cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct, p
+    cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct, p, later
     cdef Py_ssize_t* counts = NULL
     cdef int threads
     if n == 0 or d == 0:
@@ -1017,9 +1030,9 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         a.nsplit = nparts
         for p in range(a.nsplit + 1):
             a.starts[p] = n * p // a.nsplit
-        memset(a.part_done, 0, sizeof(a.part_done))
+        memset(a.nlater, 0, sizeof(a.nlater))
         # a bit per row, or 2**k >= 16 n bits for a larger table: at most
-        # 1 in 16 updates then waits for nothing
+        # 1 in 16 updates is then deferred for nothing
         a.seen_shift = 0
         a.seen_words = (a.table.n + 63) >> 6
         if a.table.n > 16 * n:
@@ -1036,6 +1049,11 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
             free(counts)
             return -1
         _parallel(C_SCATTER_SPLIT, _vk(_v), _ik(_i), a, a.nsplit, threads)
+        later = 0
+        for p in range(1, a.nsplit):
+            later += a.nlater[p]
+        if later > 0:
+            _parallel(C_SCATTER_DEFERRED, _vk(_v), _ik(_i), a, a.nlanes, threads)
         free(a.seen)
         free(a.deferred)
     else:
@@ -1573,6 +1591,7 @@ cdef enum:
     C_GATHER
     C_SCATTER_PART
     C_SCATTER_SPLIT
+    C_SCATTER_DEFERRED
     C_BAG
     C_RENORM
     C_OPTIMIZER
@@ -1587,6 +1606,8 @@ cdef int _typed(int kernel, void* args, Py_ssize_t chunk, value_t* _v,
         _scatter_worker(<ScatterArgs*>args, chunk, _v, _i)
     elif kernel == C_SCATTER_SPLIT:
         _scatter_split_part(<ScatterArgs*>args, chunk, _v, _i)
+    elif kernel == C_SCATTER_DEFERRED:
+        _scatter_deferred_lane(<ScatterArgs*>args, chunk, _v, _i)
     elif kernel == C_BAG:
         _bag_chunk(<BagArgs*>args, chunk, _v, _i)
     elif kernel == C_RENORM:
