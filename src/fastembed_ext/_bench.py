@@ -578,12 +578,13 @@ def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, A
     if row_bytes < build["scatter_long_row_bytes"] and \
             table.shape[0] < build["scatter_min_table_rows_per_update"] * ids.size:
         return (f"a table of {table.shape[0]} rows for {ids.size} updates: split by position, "
-                f"too many updates would wait for an earlier part; split by rows, every thread "
+                f"too many updates would be deferred to a second pass; split by rows, every thread "
                 f"would stream the whole gradient for rows of {row_bytes} B (that pays from "
                 f"{build['scatter_long_row_bytes']} B)")
     if plan["distinct_percent"] < build["scatter_min_distinct_percent"]:
         return (f"{plan['distinct_percent']}% of sampled updates have a row of their own: a hot "
-                f"set in cache, bound by streaming the gradient")
+                f"set in cache, whose rows take their updates in index order: threads do "
+                f"not pay")
     if plan["largest_part_percent"] >= 90:
         return "one row range holds the hot set"
     others = rt.kernels.runnable_others()

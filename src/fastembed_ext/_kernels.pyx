@@ -942,9 +942,12 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # bag: by position 1.00-1.24x, as 87% of the second half is deferred).
     #
     # Neither pays when updates hit a hot set already in cache (Zipf ids:
-    # 0.70-0.97x by position, 0.74-0.96x by rows at d=64/128): the
-    # gradient stream is the bound, and two cores read it at 1.43x the rate of
-    # one on this machine.
+    # 0.70-0.97x by position, 0.74-0.96x by rows at d=64/128; the two-pass
+    # split 0.67-1.04x with the hot rows spread over the table, 0.75-0.85x
+    # with them at its start).  A hot row's updates stay in index order, so
+    # most of the second half is deferred, and the second pass reads their
+    # gradient rows out of order; by rows, each thread reads every other
+    # gradient row, and the prefetchers pull in the rest.
     cdef Py_ssize_t nparts = PARTS_PER_THREAD * threads
     if nparts > SCATTER_MAX_PARTS:
         nparts = SCATTER_MAX_PARTS
