@@ -529,7 +529,8 @@ def _quiet_plan(gw, idx, **kwargs):
     pytest.skip("other tasks kept the CPUs busy for the whole test")
 
 
-@pytest.mark.parametrize("case", ["hot_set", "zipf", "table_small_for_the_batch", "narrow_rows"])
+@pytest.mark.parametrize("case", ["hot_set", "zipf", "table_small_for_the_batch", "narrow_rows",
+                                  "few_updates"])
 def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatter_plan_judges):
     from fastembed_ext._workloads import zipf_ids
     n = 65536
@@ -540,15 +541,19 @@ def test_scatter_plan_keeps_one_thread_where_threads_do_not_pay(case, rng, scatt
         "table_small_for_the_batch": lambda: _plan_inputs(65_536, 128,
                                                           rng.integers(0, 65_536, n)),
         "narrow_rows": lambda: _plan_inputs(1_000_000, 16, rng.integers(0, 1_000_000, n)),
+        # 2 MiB of updates: under the least a threaded scatter-add needs
+        "few_updates": lambda: _plan_inputs(1_000_000, 128, rng.integers(0, 1_000_000, 4096)),
     }[case]()
     plan = _kernels.scatter_plan(gw, idx, 2)
     assert plan["threads"] == 1, plan
-    if case == "zipf" and fe.info()["parallel"] and fe.info()["cpus"]["affinity"] >= 2:
-        # judged by its sample, which the plan reads only when no other task
-        # already claims a CPU
+    if case in ("zipf", "few_updates") and fe.info()["parallel"] \
+            and fe.info()["cpus"]["affinity"] >= 2:
+        # on one thread even when no other task claims a CPU: judged by its
+        # sample, or by its size
         plan = _quiet_plan(gw, idx)
         assert plan["threads"] == 1, plan
-        assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
+        if case == "zipf":
+            assert plan["distinct_percent"] < fe.info()["build"]["scatter_min_distinct_percent"]
 
 
 def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_busy(

@@ -575,6 +575,9 @@ def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, A
         return ""
     if row_bytes < build["scatter_parallel_min_row_bytes"]:
         return f"rows of {row_bytes} B, under {build['scatter_parallel_min_row_bytes']} B"
+    if ids.size * row_bytes < build["scatter_parallel_min_bytes"]:
+        return (f"updates of {ids.size * row_bytes >> 10} KiB, under the "
+                f"{build['scatter_parallel_min_bytes'] >> 20} MiB a threaded scatter-add needs")
     if row_bytes < build["scatter_long_row_bytes"] and \
             table.shape[0] < build["scatter_min_table_rows_per_update"] * ids.size:
         return (f"a table of {table.shape[0]} rows for {ids.size} updates: split by position, "

@@ -180,6 +180,13 @@ cdef Py_ssize_t READ_CHUNKS_PER_THREAD = 8
 # two lines stay on one thread.
 cdef Py_ssize_t LINE_BYTES = 64
 cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * 64
+# A threaded scatter-add also pays for its plan's sample, its parts' bitmaps of
+# earlier rows and a second engine job, and checks every update; it starts
+# from 4 MiB of updates.  2 threads over 1, uniform ids, T=200000 and 1M,
+# d=32/64/128 float32, 41 calls alternating: at 0.5/1/2 MiB of updates
+# 0.68-1.32x (medians 0.90/0.93/0.98), at 4 MiB 0.91-1.47x (median 1.09),
+# at 8 and 16 MiB 1.04-1.60x.
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_BYTES = 1 << 22
 # parts (row ranges) per thread, so that a late or descheduled helper's share
 # is taken by the others; each part scans the index list once
 cdef Py_ssize_t PARTS_PER_THREAD = 1
@@ -978,6 +985,17 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     return nparts if a.split else a.nlanes
 
 
+cdef inline int _scatter_threads(ScatterArgs* a) noexcept nogil:
+    # The threads a scatter-add may take before its plan reads the updates:
+    # one for rows under SCATTER_PARALLEL_MIN_ROW_BYTES or updates under
+    # SCATTER_PARALLEL_MIN_BYTES (unless the judgement is off, for tests)
+    cdef Py_ssize_t work = a.idx.n * a.table.row_bytes
+    if _scatter_heuristics and (a.table.row_bytes < SCATTER_PARALLEL_MIN_ROW_BYTES
+                                or work < SCATTER_PARALLEL_MIN_BYTES):
+        return 1
+    return _plan(work, a.num_threads)
+
+
 cdef Py_ssize_t* _counts_of(const index_t* idx, Py_ssize_t n, Py_ssize_t num_rows) noexcept nogil:
     # PyTorch's trick: a table-sized counter array whose untouched pages are
     # never faulted in, so the cost follows the batch, not the table
@@ -1020,9 +1038,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         if counts == NULL:
             return -1
     a.counts = counts
-    threads = 1
-    if a.table.row_bytes >= SCATTER_PARALLEL_MIN_ROW_BYTES or not _scatter_heuristics:
-        threads = _plan(n * a.table.row_bytes, a.num_threads)
+    threads = _scatter_threads(a)
     if threads > 1:
         nparts = _scatter_plan(a, threads, &largest, &distinct, _i)
         if nparts <= 1:
@@ -2147,9 +2163,8 @@ def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads,
         # the plan reads only whether source rows are shared, and how many
         a.grad.n = source_rows
         a.src_rows = &source_rows
-    if (a.table.row_bytes >= SCATTER_PARALLEL_MIN_ROW_BYTES or not _scatter_heuristics) \
-            and a.idx.n > 0:
-        threads = _plan(a.idx.n * a.table.row_bytes, num_threads)
+    a.num_threads = num_threads
+    threads = _scatter_threads(&a)
     if threads > 1:
         if _ikind(indices) == I_INT32:
             parts = _scatter_plan(&a, threads, &largest, &distinct, <int32_t*>NULL)
@@ -2198,6 +2213,7 @@ def build_info():
         "chunk_bytes": CHUNK_BYTES,
         "parallel_min_bytes": PARALLEL_MIN_BYTES,
         "scatter_parallel_min_row_bytes": SCATTER_PARALLEL_MIN_ROW_BYTES,
+        "scatter_parallel_min_bytes": SCATTER_PARALLEL_MIN_BYTES,
         "scatter_min_distinct_percent": SCATTER_MIN_DISTINCT,
         "scatter_min_table_rows_per_update": SCATTER_MIN_TABLE_TO_UPDATES,
         "scatter_rows_min_table_rows_per_streamed_row": SCATTER_ROWS_MIN_TABLE_TO_STREAMED,
