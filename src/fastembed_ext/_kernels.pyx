@@ -514,6 +514,11 @@ cdef inline value_t* _row(Rows* r, Py_ssize_t i, value_t* _v) noexcept nogil:
     return <value_t*>(r.data + i * r.stride)
 
 
+cdef inline value_t* _grad_row(ScatterArgs* a, Py_ssize_t k, value_t* _v) noexcept nogil:
+    # the gradient row update k adds: row src_rows[k], or row k
+    return _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
+
+
 cdef inline void _add_row(value_t* dst, const value_t* src, Py_ssize_t d) noexcept nogil:
     # run-time dispatched on the CPU; the incoming NaN wins a NaN + NaN, as in NumPy
     if value_t is uint16_t:
@@ -696,13 +701,26 @@ cdef void _scatter_columns(ScatterArgs* a, Py_ssize_t j0, Py_ssize_t j1,
         i = idx[k]
         if i == pad:
             continue
-        src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v) + j0
+        src = _grad_row(a, k, _v) + j0
         if scales != NULL:
             _add_scaled_row(gw + i * d + j0, src, width, _to_double(scales[k]))
         elif counts != NULL:
             _add_scaled_row(gw + i * d + j0, src, width, 1.0 / <double>counts[i])
         else:
             _add_row(gw + i * d + j0, src, width)
+
+
+cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
+                               value_t* _v) noexcept nogil:
+    # table[i, :] += grad[src_rows[k] (or k), :], times scales[k] or 1 / counts[i]
+    cdef const value_t* src = _grad_row(a, k, _v)
+    cdef value_t* dst = <value_t*>a.table.data + i * a.table.d
+    if a.scales != NULL:
+        _add_scaled_row(dst, src, a.table.d, _to_double((<const value_t*>a.scales)[k]))
+    elif a.counts != NULL:
+        _add_scaled_row(dst, src, a.table.d, 1.0 / <double>a.counts[i])
+    else:
+        _add_row(dst, src, a.table.d)
 
 
 cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t k0,
@@ -718,16 +736,12 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
     # 504 us instead of 560-598 at d=64; at d=128 (690, 883 against 760-887)
     # and d=768 it made no clear difference.
     cdef const index_t* idx = <const index_t*>a.idx.data
-    cdef Py_ssize_t d = a.table.d, pad = a.padding_idx
+    cdef Py_ssize_t pad = a.padding_idx
     cdef Py_ssize_t row_bytes = a.table.row_bytes
     cdef Py_ssize_t reach = row_bytes if row_bytes < 512 else 512
     cdef size_t width = <size_t>(hi - lo)
-    cdef const value_t* scales = <const value_t*>a.scales
-    cdef const Py_ssize_t* counts = a.counts
-    cdef value_t* gw = <value_t*>a.table.data
     cdef Py_ssize_t ring[16]
     cdef Py_ssize_t head = 0, tail = 0, scan = k0, k, i, j
-    cdef const value_t* src
     cdef char* row
     while True:
         # top the ring up with the next owned updates, prefetching their rows
@@ -742,7 +756,7 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
                     FE_PREFETCH_W(row + j)
                 if order != NULL:
                     # and, in the scattered order of a list, its gradient row
-                    row = a.grad.data + (k if a.src_rows == NULL else a.src_rows[k]) * a.grad.stride
+                    row = <char*>_grad_row(a, k, _v)
                     for j in range(0, reach, 64):
                         FE_PREFETCH(row + j)
             scan += 1
@@ -750,27 +764,7 @@ cdef void _scatter_part(ScatterArgs* a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t
             return
         k = ring[head & 15]
         head += 1
-        i = idx[k]
-        src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
-        if scales != NULL:
-            _add_scaled_row(gw + i * d, src, d, _to_double(scales[k]))
-        elif counts != NULL:
-            _add_scaled_row(gw + i * d, src, d, 1.0 / <double>counts[i])
-        else:
-            _add_row(gw + i * d, src, d)
-
-
-cdef inline void _apply_update(ScatterArgs* a, Py_ssize_t k, Py_ssize_t i,
-                               value_t* _v) noexcept nogil:
-    # table[i, :] += grad[src_rows[k] (or k), :], times scales[k] or 1 / counts[i]
-    cdef const value_t* src = _row(&a.grad, k if a.src_rows == NULL else a.src_rows[k], _v)
-    cdef value_t* dst = <value_t*>a.table.data + i * a.table.d
-    if a.scales != NULL:
-        _add_scaled_row(dst, src, a.table.d, _to_double((<const value_t*>a.scales)[k]))
-    elif a.counts != NULL:
-        _add_scaled_row(dst, src, a.table.d, 1.0 / <double>a.counts[i])
-    else:
-        _add_row(dst, src, a.table.d)
+        _apply_update(a, k, idx[k], _v)
 
 
 cdef inline Py_ssize_t _seen_bit(ScatterArgs* a, Py_ssize_t i) noexcept nogil:
