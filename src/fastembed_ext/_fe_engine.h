@@ -33,8 +33,9 @@
  * Which thread runs which chunk is left to chance; the kernels make the bits
  * independent of it (each chunk writes its own rows or its own columns, or,
  * in a scatter-add split by position, leaves a row that an earlier chunk also
- * writes to a second job, run after the first).  No chunk waits for another
- * chunk of its job that no thread may yet have claimed.
+ * writes to the thread that follows it once every earlier chunk is done, or
+ * to a second job, run after the first).  No chunk waits for another chunk of
+ * its job that no thread may yet have claimed.
  *
  * One job at a time: a caller that finds the pool busy (another Python thread
  * is in a parallel call) runs its job alone.  Workers start on first use, are

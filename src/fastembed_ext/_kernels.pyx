@@ -21,7 +21,7 @@
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, malloc, free
-from libc.math cimport fabs, pow, sqrt, sqrtf, isnan, INFINITY
+from libc.math cimport exp, fabs, pow, sqrt, sqrtf, isnan, INFINITY
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -205,6 +205,8 @@ cdef Py_ssize_t SCATTER_MIN_DISTINCT = 50
 cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 2
 cdef Py_ssize_t SCATTER_ROWS_MIN_TABLE_TO_STREAMED = 8
 cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
+# polls of a part that defers nothing new before _scatter_follow gives up on it
+cdef Py_ssize_t FOLLOW_PATIENCE = 1024
 
 cdef enum:
     SCATTER_MAX_PARTS = 64
@@ -366,6 +368,13 @@ ctypedef struct ScatterArgs:
     Py_ssize_t seen_words
     int seen_shift                  # 0: a bit per row; else bit (row * golden) >> seen_shift
     Py_ssize_t* deferred            # n slots: part p's deferred updates from starts[p] on
+    # (the kernel's) a thread done with its part applies a later part's
+    # deferred updates while that part runs (_scatter_follow)
+    Py_ssize_t part_state[64]       # 0 unclaimed, 1 running, 2 done (atomic)
+    Py_ssize_t applied[64]          # part q's deferred updates applied so far
+    int follower                    # a thread is following (atomic)
+    Py_ssize_t follow_q             # the part it follows, or the next
+    bint follow_live                # it began that part while the part ran
 
 ctypedef struct BagArgs:
     Rows weight           # IN (T, d)
@@ -791,6 +800,7 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     cdef Py_ssize_t* later = a.deferred + lo
     cdef Py_ssize_t nlater = 0, k, i, j
     cdef char* row
+    fe_store_release(&a.part_state[p], 1)
     if p > 0:
         seen = a.seen + (p - 1) * a.seen_words
         for k in range(lo):
@@ -811,9 +821,61 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
         if seen != NULL and (seen[j >> 6] >> (j & 63)) & 1:
             later[nlater] = k
             nlater += 1
+            fe_store_release(&a.nlater[p], nlater)   # for _scatter_follow
             continue
         _apply_update(a, k, i, _v)
-    a.nlater[p] = nlater
+    fe_store_release(&a.part_state[p], 2)
+    _scatter_follow(a, _v, _i)
+
+
+cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
+    # Run by a thread whose part of a split scatter-add is done: while part q
+    # still runs and every earlier part is done, apply q's deferred updates as
+    # q defers them.  Their rows are rows an earlier part names, which q
+    # itself and the parts after q only defer, so nothing else writes them
+    # now, and they come in index order after every earlier update of their
+    # row.  The second pass then has only what no thread followed.  It never
+    # waits for a part no thread has claimed, nor begins one already done
+    # (the second pass splits those by rows), and gives up on a part that
+    # stops deferring for FOLLOW_PATIENCE polls (its thread descheduled).
+    cdef Py_ssize_t q, r, state, avail, idle
+    if not fe_try_take(&a.follower):
+        return   # another thread follows
+    q = a.follow_q
+    while q < a.nsplit:
+        for r in range(q):
+            if fe_load_acquire(&a.part_state[r]) != 2:
+                break
+        else:
+            r = q
+        if r < q:
+            break   # an earlier part still runs
+        state = fe_load_acquire(&a.part_state[q])
+        if state == 0 or (state == 2 and not a.follow_live):
+            break
+        a.follow_live = True
+        idle = 0
+        while True:
+            state = fe_load_acquire(&a.part_state[q])   # before the count: done means final
+            avail = fe_load_acquire(&a.nlater[q])
+            if a.applied[q] < avail:
+                _scatter_part(a, 0, a.table.n, a.applied[q], avail,
+                              a.deferred + a.starts[q], _v, _i)
+                a.applied[q] = avail
+                idle = 0
+            elif state == 2:
+                break
+            else:
+                idle += 1
+                if idle > FOLLOW_PATIENCE:
+                    break
+                fe_pause_or_yield(idle)
+        if state != 2 or a.applied[q] < fe_load_acquire(&a.nlater[q]):
+            break
+        q += 1
+        a.follow_live = False
+    a.follow_q = q
+    fe_release(&a.follower)
 
 
 cdef void _scatter_deferred_lane(ScatterArgs* a, Py_ssize_t p, value_t* _v,
@@ -825,7 +887,7 @@ cdef void _scatter_deferred_lane(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     # updates are no longer applied by one thread after another.
     cdef Py_ssize_t q
     for q in range(1, a.nsplit):
-        _scatter_part(a, a.cuts[p], a.cuts[p + 1], 0, a.nlater[q],
+        _scatter_part(a, a.cuts[p], a.cuts[p + 1], a.applied[q], a.nlater[q],
                       a.deferred + a.starts[q], _v, _i)
 
 
@@ -931,16 +993,25 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # so each thread streams only its own share of the gradient.  An update
     # whose row an earlier part also names is deferred to a second pass
     # (_scatter_split_part): with uniform ids, 1 - exp(-n / (2 T)) of the
-    # second half, 15% at T=200000 and 3% at T=1M for n=65536.  The second
-    # pass splits the deferred updates by rows (_scatter_deferred_lane).
-    # Measured, 2 cores, uniform ids, n=65536, 2 threads / 1 (3 runs):
+    # second half, 15% at T=200000 and 3% at T=1M for n=65536.  The thread
+    # that finishes part 0 applies part 1's deferred updates while part 1
+    # still runs (_scatter_follow), and part 0 is shortened by half of them
+    # so that it usually finishes first; a second pass splits what is left
+    # by rows (_scatter_deferred_lane).  Following, against the second pass
+    # alone (2 threads / 1, builds alternated in one process, 3 runs):
+    # T=200000 d=64/128/768 1.14-1.61x/1.43-1.49x/1.42-1.49x, from
+    # 1.07-1.41x/1.23-1.38x/1.37-1.46x; T=1M 1.47-1.66x/1.68-1.81x/1.47-1.67x,
+    # from 1.25-1.59x/1.54-1.75x/1.43-1.67x.  With equal halves part 1
+    # finished first in 17 of 30 calls (T=200000 d=128), and nothing was
+    # followed in those.
+    # Before following, 2 cores, uniform ids, n=65536, 2 threads / 1 (3 runs):
     # T=1M d=64/128/768 1.35-1.45x/1.45-1.73x/1.58-1.72x; T=200000
     # 1.20-1.44x/1.26-1.45x/1.33-1.55x.  Where one thread applied each part's
     # deferred updates after every earlier part was done, the two-pass split
     # takes 0.92-0.98 of the time at T=200000 and 0.84-1.06 at T=1M.  Cutting
     # the updates into 2 parts per thread took 1.03-1.19x the time of 1, and
     # starts placed so that the parts apply equal shares at once (from
-    # exp(-s / T)) 0.97-1.13x: equal halves stay.  (By rows: T=1M
+    # exp(-s / T), without following) 0.97-1.13x.  (By rows: T=1M
     # 1.17-1.25x/1.12x/1.32-1.46x; T=65536 d=64 by position 0.93x.)
     #
     # By rows (not a.split): part p owns a range of rows and applies their
@@ -1021,9 +1092,10 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # them: the same bits for any thread count and any schedule.  The plan
     # (_scatter_plan) cuts the work one of two ways:
     # - by position: part p applies a contiguous range of the updates; an
-    #   update whose row an earlier range names is deferred to a second pass,
-    #   in which lanes owning disjoint rows apply them (_scatter_split_part,
-    #   _scatter_deferred_lane);
+    #   update whose row an earlier range names is deferred, applied by a
+    #   thread that follows the part once every earlier part is done, or in a
+    #   second pass, in which lanes owning disjoint rows apply them
+    #   (_scatter_split_part, _scatter_follow, _scatter_deferred_lane);
     # - by rows: the rows are cut into ranges of about equal update counts,
     #   and the thread that claims a part applies the updates to its rows,
     #   scanning the whole index list (_scatter_worker).
@@ -1053,7 +1125,18 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         a.nsplit = nparts
         for p in range(a.nsplit + 1):
             a.starts[p] = n * p // a.nsplit
+        # part 0's thread goes on to follow part 1 (_scatter_follow): it
+        # gives up half the updates part 1 is expected to defer, uniform ids
+        # into T rows deferring 1 - exp(-starts[1] / T) of them
+        a.starts[1] -= <Py_ssize_t>((n - a.starts[1]) * (1.0 - exp(-<double>a.starts[1] / a.table.n)) / 2)
+        if a.starts[1] < 0:
+            a.starts[1] = 0   # many parts on a small table (with the judgement off)
         memset(a.nlater, 0, sizeof(a.nlater))
+        memset(a.part_state, 0, sizeof(a.part_state))
+        memset(a.applied, 0, sizeof(a.applied))
+        a.follower = 0
+        a.follow_q = 1
+        a.follow_live = False
         # a bit per row, or 2**k >= 16 n bits for a larger table: at most
         # 1 in 16 updates is then deferred for nothing
         a.seen_shift = 0
@@ -1074,7 +1157,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         _parallel(C_SCATTER_SPLIT, _vk(_v), _ik(_i), a, a.nsplit, threads)
         later = 0
         for p in range(1, a.nsplit):
-            later += a.nlater[p]
+            later += a.nlater[p] - a.applied[p]
         if later > 0:
             _parallel(C_SCATTER_DEFERRED, _vk(_v), _ik(_i), a, a.nlanes, threads)
         free(a.seen)
