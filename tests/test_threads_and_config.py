@@ -578,7 +578,7 @@ def test_scatter_plan_gives_long_rows_of_a_small_table_to_threads_by_row(rng, sc
 def test_scatter_plan_threads_a_bag_backward_whose_gradient_rows_stay_in_cache(
         rng, scatter_plan_judges):
     # 65536 updates of a 100000-row table: as a scatter-add, too many would
-    # be deferred to a second pass and the plan keeps one thread; as a bag backward
+    # be deferred and the plan keeps one thread; as a bag backward
     # whose entries read 4096 bag rows between them, threads own rows and the
     # destination dominates
     gw, idx = _plan_inputs(100_000, 128, rng.integers(0, 100_000, 65536))

@@ -581,7 +581,7 @@ def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, A
     if row_bytes < build["scatter_long_row_bytes"] and \
             table.shape[0] < build["scatter_min_table_rows_per_update"] * ids.size:
         return (f"a table of {table.shape[0]} rows for {ids.size} updates: split by position, "
-                f"too many updates would be deferred to a second pass; split by rows, every thread "
+                f"too many updates would wait behind an earlier range's; split by rows, every thread "
                 f"would stream the whole gradient for rows of {row_bytes} B (that pays from "
                 f"{build['scatter_long_row_bytes']} B)")
     if plan["distinct_percent"] < build["scatter_min_distinct_percent"]:
