@@ -828,17 +828,28 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     _scatter_follow(a, _v, _i)
 
 
+cdef inline bint _all_parts_claimed(ScatterArgs* a) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(a.nsplit):
+        if fe_load_acquire(&a.part_state[r]) == 0:
+            return False
+    return True
+
+
 cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     # Run by a thread whose part of a split scatter-add is done: while part q
     # still runs and every earlier part is done, apply q's deferred updates as
     # q defers them.  Their rows are rows an earlier part names, which q
     # itself and the parts after q only defer, so nothing else writes them
     # now, and they come in index order after every earlier update of their
-    # row.  The second pass then has only what no thread followed.  It never
-    # waits for a part no thread has claimed, nor begins one already done
-    # (the second pass splits those by rows), and gives up on a part that
-    # stops deferring for FOLLOW_PATIENCE polls (its thread descheduled).
+    # row.  The second pass then has only what no thread followed.  It
+    # follows only once every part is claimed (else its thread goes back to
+    # claim one: nothing waits on a part no thread runs), never begins a part
+    # already done (the second pass splits those by rows), and gives up on a
+    # part that defers nothing new for FOLLOW_PATIENCE polls (its thread
+    # descheduled).
     cdef Py_ssize_t q, r, state, avail, idle
+    cdef bint claimed = False
     if not fe_try_take(&a.follower):
         return   # another thread follows
     q = a.follow_q
@@ -856,6 +867,9 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
         a.follow_live = True
         idle = 0
         while True:
+            claimed = claimed or _all_parts_claimed(a)   # once true, for good
+            if not claimed:
+                break
             state = fe_load_acquire(&a.part_state[q])   # before the count: done means final
             avail = fe_load_acquire(&a.nlater[q])
             if a.applied[q] < avail:
@@ -870,7 +884,7 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
                 if idle > FOLLOW_PATIENCE:
                     break
                 fe_pause_or_yield(idle)
-        if state != 2 or a.applied[q] < fe_load_acquire(&a.nlater[q]):
+        if not claimed or state != 2 or a.applied[q] < fe_load_acquire(&a.nlater[q]):
             break
         q += 1
         a.follow_live = False
