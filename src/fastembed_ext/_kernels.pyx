@@ -789,9 +789,11 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
                               index_t* _i) noexcept nogil:
     # Part p of a split scatter-add: the updates k in [starts[p], starts[p + 1]).
     # Those whose row no earlier update names are applied at once: no other
-    # part writes that row in this pass, and the second pass comes after it.
-    # The rest are deferred, in order, to the second pass
-    # (_scatter_deferred_lane), which runs once every part is done.
+    # part writes that row in this pass, nor does a follower (it applies only
+    # rows an earlier part names), and the second pass comes after it.  The
+    # rest are deferred, in order, and published as they are: for the thread
+    # that follows this part (_scatter_follow), and what it does not get to
+    # for the second pass (_scatter_deferred_lane), once every part is done.
     cdef const index_t* idx = <const index_t*>a.idx.data
     cdef Py_ssize_t lo = a.starts[p], hi = a.starts[p + 1]
     cdef Py_ssize_t pad = a.padding_idx, row_bytes = a.table.row_bytes
