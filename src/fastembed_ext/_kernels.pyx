@@ -830,10 +830,11 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     _scatter_follow(a, _v, _i)
 
 
-cdef inline bint _all_parts_claimed(ScatterArgs* a) noexcept nogil:
+cdef inline bint _parts_reached(ScatterArgs* a, Py_ssize_t parts, Py_ssize_t state) noexcept nogil:
+    # parts 0 .. parts - 1 of a split are all at least at state (1 claimed, 2 done)
     cdef Py_ssize_t r
-    for r in range(a.nsplit):
-        if fe_load_acquire(&a.part_state[r]) == 0:
+    for r in range(parts):
+        if fe_load_acquire(&a.part_state[r]) < state:
             return False
     return True
 
@@ -850,18 +851,13 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
     # already done (the second pass splits those by rows), and gives up on a
     # part that defers nothing new for FOLLOW_PATIENCE polls (its thread
     # descheduled).
-    cdef Py_ssize_t q, r, state, avail, idle
+    cdef Py_ssize_t q, state, avail, idle
     cdef bint claimed = False
     if not fe_try_take(&a.follower):
         return   # another thread follows
     q = a.follow_q
     while q < a.nsplit:
-        for r in range(q):
-            if fe_load_acquire(&a.part_state[r]) != 2:
-                break
-        else:
-            r = q
-        if r < q:
+        if not _parts_reached(a, q, 2):
             break   # an earlier part still runs
         state = fe_load_acquire(&a.part_state[q])
         if state == 0 or (state == 2 and not a.follow_live):
@@ -869,7 +865,7 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
         a.follow_live = True
         idle = 0
         while True:
-            claimed = claimed or _all_parts_claimed(a)   # once true, for good
+            claimed = claimed or _parts_reached(a, a.nsplit, 1)   # once true, for good
             if not claimed:
                 break
             state = fe_load_acquire(&a.part_state[q])   # before the count: done means final
@@ -899,8 +895,7 @@ cdef void _scatter_deferred_lane(ScatterArgs* a, Py_ssize_t p, value_t* _v,
     # The second pass of a split scatter-add: lane p applies the deferred
     # updates whose row lies in [cuts[p], cuts[p + 1]), part after part, each
     # part's in index order, so every row receives its updates in index
-    # order.  The lanes own disjoint rows, so they run at once: the deferred
-    # updates are no longer applied by one thread after another.
+    # order.  The lanes own disjoint rows, so they run at once.
     cdef Py_ssize_t q
     for q in range(1, a.nsplit):
         _scatter_part(a, a.cuts[p], a.cuts[p + 1], a.applied[q], a.nlater[q],
