@@ -83,18 +83,22 @@ cdef extern from "_fe_add.h" nogil:
 cdef extern from "_fe_bag.h" nogil:
     # bag sums in registers, float32 and float64 (AVX); see the header
     bint FE_HAVE_BAG_AVX
-    Py_ssize_t fe_bag_sum_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
-                                  const float* psw, Py_ssize_t d, float* out)
-    Py_ssize_t fe_bag_sum_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
-                                  const float* psw, Py_ssize_t d, float* out)
-    Py_ssize_t fe_bag_sum_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
-                                  const double* psw, Py_ssize_t d, double* out)
-    Py_ssize_t fe_bag_sum_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n, int64_t pad,
-                                  const double* psw, Py_ssize_t d, double* out)
+    void fe_bag_sums_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                             Py_ssize_t n, int64_t pad, const float* psw, Py_ssize_t d,
+                             char* out, Py_ssize_t out_stride, int mean)
+    void fe_bag_sums_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                             Py_ssize_t n, int64_t pad, const float* psw, Py_ssize_t d,
+                             char* out, Py_ssize_t out_stride, int mean)
+    void fe_bag_sums_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                             Py_ssize_t n, int64_t pad, const double* psw, Py_ssize_t d,
+                             char* out, Py_ssize_t out_stride, int mean)
+    void fe_bag_sums_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                             Py_ssize_t n, int64_t pad, const double* psw, Py_ssize_t d,
+                             char* out, Py_ssize_t out_stride, int mean)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1224,26 +1228,29 @@ cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil
 # --------------------------------------------------------------------------
 # bags: out[b] = reduce over the entries of bag b (sum, mean or max)
 
-cdef inline Py_ssize_t _bag_sum_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b,
-                                             value_t* row) noexcept nogil:
-    # the bag's sum (or weighted sum) written once from registers; -1 where
-    # there is no such kernel for these types
-    cdef Py_ssize_t lo = a.bounds[b], hi = a.bounds[b + 1]
+cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
+                                        Py_ssize_t b_hi, value_t* _v) noexcept nogil:
+    # the bags' sums (or weighted sums, or means) from registers, each row
+    # written once; float32 and float64 only
+    cdef int mean = a.mode == BAG_MEAN
     if value_t is float:
         if index_t is int32_t:
-            return fe_bag_sum_f32_i32(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
-                                      a.padding_idx, <const float*>a.psw, a.out.d, row)
+            fe_bag_sums_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                a.idx.n, a.padding_idx, <const float*>a.psw, a.out.d,
+                                a.out.data, a.out.stride, mean)
         else:
-            return fe_bag_sum_f32_i64(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
-                                      a.padding_idx, <const float*>a.psw, a.out.d, row)
+            fe_bag_sums_f32_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                a.idx.n, a.padding_idx, <const float*>a.psw, a.out.d,
+                                a.out.data, a.out.stride, mean)
     elif value_t is double:
         if index_t is int32_t:
-            return fe_bag_sum_f64_i32(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
-                                      a.padding_idx, <const double*>a.psw, a.out.d, row)
+            fe_bag_sums_f64_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                a.idx.n, a.padding_idx, <const double*>a.psw, a.out.d,
+                                a.out.data, a.out.stride, mean)
         else:
-            return fe_bag_sum_f64_i64(a.weight.data, a.weight.stride, idx, lo, hi, a.idx.n,
-                                      a.padding_idx, <const double*>a.psw, a.out.d, row)
-    return -1
+            fe_bag_sums_f64_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                a.idx.n, a.padding_idx, <const double*>a.psw, a.out.d,
+                                a.out.data, a.out.stride, mean)
 
 
 cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t b_hi,
@@ -1256,13 +1263,11 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     # (bench/test_layers.py: the bag groups)
     cdef bint in_registers = (a.mode != BAG_MAX and FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
                               and (value_t is float or value_t is double))
+    if in_registers:
+        _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
+        return
     for b in range(b_lo, b_hi):
         row = _row(&a.out, b, _v)
-        if in_registers:
-            count = _bag_sum_in_registers(a, idx, b, row)
-            if a.mode == BAG_MEAN and count > 0:
-                _div_row(row, d, count)
-            continue
         memset(row, 0, d * sizeof(value_t))
         count = 0
         for k in range(a.bounds[b], a.bounds[b + 1]):
