@@ -82,7 +82,7 @@ def test_embedding_bag_and_backward_match_the_reference_bits(dtype, mode, specia
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d", [64, 99, 128, 197, 256, 1000])
-def test_bag_sums_match_the_reference_bits_at_every_pass_width(dtype, d, isa_level):
+def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_level):
     # widths that take whole register blocks and the masked tail (64 float32
     # or 32 float64 to a block), with NaN payloads, infinities and signed
     # zeros in the rows and the weights
@@ -94,6 +94,16 @@ def test_bag_sums_match_the_reference_bits_at_every_pass_width(dtype, d, isa_lev
     for mode, weights in (("sum", None), ("mean", None), ("sum", psw)):
         kw = dict(mode=mode, per_sample_weights=weights, padding_idx=int(idx[0]))
         _same(fe.embedding_bag(w, idx, off, **kw), _reference.embedding_bag(w, idx, off, **kw))
+    # max, on these rows and on rows full of ties (few values, both zeros):
+    # the first of equal values stays, a NaN never replaces, a leading one stays
+    ties = rng.integers(-2, 3, (T, d)).astype(dtype)
+    ties[rng.random((T, d)) < 0.2] = -0.0
+    for table in (w, ties):
+        for pad in (None, int(idx[0])):
+            got, got_i = fe.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            ref, ref_i = _reference.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            _same(got, ref)
+            assert np.array_equal(got_i, ref_i)
 
 
 def test_embedding_bag_big_enough_for_threads_is_thread_count_independent():

@@ -99,6 +99,22 @@ cdef extern from "_fe_bag.h" nogil:
                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
                              Py_ssize_t n, int64_t pad, const double* psw, Py_ssize_t d,
                              char* out, Py_ssize_t out_stride, int mean)
+    Py_ssize_t fe_bag_maxes_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                    Py_ssize_t out_stride, int64_t* max_indices)
+    Py_ssize_t fe_bag_maxes_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                    Py_ssize_t out_stride, int64_t* max_indices)
+    Py_ssize_t fe_bag_maxes_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                    Py_ssize_t out_stride, int64_t* max_indices)
+    Py_ssize_t fe_bag_maxes_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                    Py_ssize_t out_stride, int64_t* max_indices)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1253,6 +1269,32 @@ cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize
                                 a.out.data, a.out.stride, mean)
 
 
+cdef inline Py_ssize_t _bag_maxes_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
+                                               Py_ssize_t b_hi, value_t* _v) noexcept nogil:
+    # the bags' maxima and max_indices from registers, float32 and float64
+    # only; returns the first bag not written (b_lo where there is no such
+    # kernel, b_hi when all are written)
+    if value_t is float:
+        if index_t is int32_t:
+            return fe_bag_maxes_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                        a.out.stride, a.max_indices)
+        else:
+            return fe_bag_maxes_f32_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                        a.out.stride, a.max_indices)
+    elif value_t is double:
+        if index_t is int32_t:
+            return fe_bag_maxes_f64_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                        a.out.stride, a.max_indices)
+        else:
+            return fe_bag_maxes_f64_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                        a.out.stride, a.max_indices)
+    return b_lo
+
+
 cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t b_hi,
                      value_t* _v) noexcept nogil:
     cdef Py_ssize_t b, k, j, i, count, d = a.out.d
@@ -1261,11 +1303,15 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     cdef const value_t* src
     # sums and means of float32/float64 rows accumulate in registers
     # (bench/test_layers.py: the bag groups)
-    cdef bint in_registers = (a.mode != BAG_MAX and FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
+    cdef bint in_registers = (FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
                               and (value_t is float or value_t is double))
-    if in_registers:
+    if in_registers and a.mode != BAG_MAX:
         _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
         return
+    if in_registers:
+        # the rest (a bag too long for the kernel's positions, and the bags
+        # after it) element by element
+        b_lo = _bag_maxes_in_registers(a, idx, b_lo, b_hi, _v)
     for b in range(b_lo, b_hi):
         row = _row(&a.out, b, _v)
         memset(row, 0, d * sizeof(value_t))
