@@ -106,6 +106,26 @@ def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_
             assert np.array_equal(got_i, ref_i)
 
 
+@pytest.mark.parametrize("d", [8, 64, 99, 128, 197])
+def test_float16_bag_sums_match_the_reference_bits(d, f16c):
+    # a rounding after every add (and after every product), in registers with
+    # F16C and in the output row without it: whole 64-lane blocks, whole
+    # registers and a tail, with NaN payloads, infinities, subnormals, signed
+    # zeros and sums that overflow
+    rng = np.random.default_rng(d + 1000 * f16c)
+    T, n, B = 40, 500, 30
+    w = _values(rng, (T, d), np.float16, True)
+    w[rng.random((T, d)) < 0.05] = 30000.0
+    idx, off = _bags(rng, T, n, B)
+    psw = _values(rng, (n,), np.float16, True)
+    for mode, weights in (("sum", None), ("mean", None), ("sum", psw)):
+        for pad in (None, int(idx[0])):
+            kw = dict(mode=mode, per_sample_weights=weights, padding_idx=pad)
+            for threads in (1, 2):
+                _same(fe.embedding_bag(w, idx, off, num_threads=threads, **kw),
+                      _reference.embedding_bag(w, idx, off, **kw))
+
+
 def test_embedding_bag_big_enough_for_threads_is_thread_count_independent():
     rng = np.random.default_rng(5)
     w = rng.standard_normal((5000, 64)).astype(np.float32)

@@ -115,6 +115,14 @@ cdef extern from "_fe_bag.h" nogil:
                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
                                     Py_ssize_t out_stride, int64_t* max_indices)
+    void fe_half_bag_sums_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
+                              char* out, Py_ssize_t out_stride, int mean)
+    void fe_half_bag_sums_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
+                              char* out, Py_ssize_t out_stride, int mean)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1247,9 +1255,18 @@ cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil
 cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
                                         Py_ssize_t b_hi, value_t* _v) noexcept nogil:
     # the bags' sums (or weighted sums, or means) from registers, each row
-    # written once; float32 and float64 only
+    # written once; float32, float64 and float16 only
     cdef int mean = a.mode == BAG_MEAN
-    if value_t is float:
+    if value_t is uint16_t:
+        if index_t is int32_t:
+            fe_half_bag_sums_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
+                                 a.out.data, a.out.stride, mean)
+        else:
+            fe_half_bag_sums_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
+                                 a.out.data, a.out.stride, mean)
+    elif value_t is float:
         if index_t is int32_t:
             fe_bag_sums_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
                                 a.idx.n, a.padding_idx, <const float*>a.psw, a.out.d,
@@ -1305,6 +1322,10 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     # (bench/test_layers.py: the bag groups)
     cdef bint in_registers = (FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
                               and (value_t is float or value_t is double))
+    if (value_t is uint16_t and a.mode != BAG_MAX and FE_HAVE_BAG_AVX
+            and fe_get_isa_level() >= 1 and fe_get_use_f16c()):
+        _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
+        return
     if in_registers and a.mode != BAG_MAX:
         _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
         return
