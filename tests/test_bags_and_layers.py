@@ -107,8 +107,8 @@ def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_
 
 
 @pytest.mark.parametrize("d", [8, 64, 99, 128, 197])
-def test_float16_bag_sums_match_the_reference_bits(d, f16c):
-    # a rounding after every add (and after every product), in registers with
+def test_float16_bags_match_the_reference_bits(d, f16c):
+    # sums: a rounding after every add (and after every product), in registers with
     # F16C and in the output row without it: whole 64-lane blocks, whole
     # registers and a tail, with NaN payloads, infinities, subnormals, signed
     # zeros and sums that overflow
@@ -124,6 +124,19 @@ def test_float16_bag_sums_match_the_reference_bits(d, f16c):
             for threads in (1, 2):
                 _same(fe.embedding_bag(w, idx, off, num_threads=threads, **kw),
                       _reference.embedding_bag(w, idx, off, **kw))
+    # max: written bit for bit, signalling NaNs included, and the first of
+    # equal values (both zeros among them) stays
+    bits = w.reshape(-1).view(np.uint16)
+    at = rng.random(bits.size) < 0.03
+    bits[at] = rng.choice(np.array([0x7C01, 0xFC10, 0x7D00], np.uint16), int(at.sum()))
+    ties = rng.integers(-2, 3, (T, d)).astype(np.float16)
+    ties[rng.random((T, d)) < 0.2] = -0.0
+    for table in (w, ties):
+        for pad in (None, int(idx[0])):
+            got, got_i = fe.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            ref, ref_i = _reference.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            _same(got, ref)
+            assert np.array_equal(got_i, ref_i)
 
 
 def test_embedding_bag_big_enough_for_threads_is_thread_count_independent():

@@ -617,6 +617,140 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
 FE_HALF_BAG_SUMS(fe_half_bag_sums_i32, int32_t)
 FE_HALF_BAG_SUMS(fe_half_bag_sums_i64, int64_t)
 
+/*
+ * float16 bag maxima: as FE_BAG_MAX, with the compare on the values widened
+ * to float32 (exact, and ordered as float16 compares are) and, beside them,
+ * the float16 bits themselves (zero-extended to 32-bit lanes) blended with
+ * the same mask, so that the maximum written is the row's own bits, a
+ * signalling NaN's included.  A block is 16 lanes: for each 8, the widened
+ * maximum, its bits and the position that won, in three registers.
+ */
+__attribute__((target("avx,f16c")))
+static inline __m256 fe_half_bits8(__m128i h)
+{
+    __m128i lo = _mm_cvtepu16_epi32(h), hi = _mm_cvtepu16_epi32(_mm_srli_si128(h, 8));
+    return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+__attribute__((target("avx,f16c")))
+static inline __m128i fe_half_pack8(__m256 bits)
+{
+    __m256i b = _mm256_castps_si256(bits);
+    return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extractf128_si256(b, 1));
+}
+__attribute__((target("avx,f16c")))
+static inline __m128i fe_half_raw8(const uint16_t *p, ptrdiff_t m)
+{
+    uint16_t b[8] = {0};
+    if (m == 8) {
+        return _mm_loadu_si128((const __m128i *)p);
+    }
+    memcpy(b, p, (size_t)m * sizeof(uint16_t));
+    return _mm_loadu_si128((const __m128i *)b);
+}
+
+/* one entry's 8 lanes against the running maximum v (widened), its bits r
+   and positions p; the entry's position in every lane of pk */
+#define FE_HALF_MAX_STEP(v, r, p, raw, pk)                                                     \
+    do {                                                                                       \
+        __m128i h_ = (raw);                                                                    \
+        __m256 x_ = _mm256_cvtph_ps(h_);                                                       \
+        __m256 m_ = _mm256_cmp_ps(x_, (v), _CMP_GT_OQ);                                        \
+        (v) = fe_bag_blend_ps((v), x_, m_);                                                    \
+        (r) = fe_bag_blend_ps((r), fe_half_bits8(h_), m_);                                     \
+        (p) = fe_bag_blend_ps((p), (pk), m_);                                                  \
+    } while (0)
+
+/* max_indices of 8 lanes (m of them) from their positions in the bag */
+#define FE_HALF_MAX_INDICES(dst, p, m)                                                         \
+    do {                                                                                       \
+        int32_t pos_[8];                                                                       \
+        ptrdiff_t t_;                                                                          \
+        fe_bag_pos_store_ps(pos_, (p));                                                        \
+        for (t_ = 0; t_ < (m); t_++) {                                                         \
+            (dst)[t_] = (int64_t)idx[lo + pos_[t_]];                                           \
+        }                                                                                      \
+    } while (0)
+
+/*
+ * FE_HALF_BAG_MAXES(NAME, INDEX_T) defines:
+ *   ptrdiff_t NAME(w, stride, idx, bounds, b_lo, b_hi, n, pad, d, out, out_stride, max_indices)
+ * as FE_BAG_MAXES for float16.
+ */
+#define FE_HALF_BAG_MAXES(NAME, INDEX_T)                                                       \
+__attribute__((target("avx,f16c")))                                                            \
+static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,                    \
+                      const ptrdiff_t *bounds, ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n,   \
+                      int64_t pad, ptrdiff_t d, char *out, ptrdiff_t out_stride,              \
+                      int64_t *max_indices)                                                    \
+{                                                                                              \
+    ptrdiff_t b, j0, k, t;                                                                     \
+    for (b = b_lo; b < b_hi; b++) {                                                            \
+        uint16_t *row = (uint16_t *)(out + b * out_stride);                                    \
+        int64_t *mi = max_indices + b * d;                                                     \
+        ptrdiff_t lo = bounds[b], hi = bounds[b + 1], first = lo;                              \
+        if (hi - lo > INT32_MAX) {                                                             \
+            return b;                                                                          \
+        }                                                                                      \
+        while (first < hi && (int64_t)idx[first] == pad) {                                    \
+            first++;                                                                           \
+        }                                                                                      \
+        if (first == hi) {                                                                     \
+            for (t = 0; t < d; t++) {                                                          \
+                row[t] = 0;                                                                    \
+                mi[t] = -1;                                                                    \
+            }                                                                                  \
+            continue;                                                                          \
+        }                                                                                      \
+        for (j0 = 0; j0 + 16 <= d; j0 += 16) {                                                 \
+            const uint16_t *r = (const uint16_t *)(w + (ptrdiff_t)idx[first] * stride) + j0;   \
+            __m128i h0 = _mm_loadu_si128((const __m128i *)r);                                  \
+            __m128i h1 = _mm_loadu_si128((const __m128i *)(r + 8));                            \
+            __m256 v0 = _mm256_cvtph_ps(h0), v1 = _mm256_cvtph_ps(h1);                         \
+            __m256 r0 = fe_half_bits8(h0), r1 = fe_half_bits8(h1);                             \
+            __m256 p0 = fe_bag_pos1_ps(first - lo), p1 = p0;                                   \
+            for (k = first + 1; k < hi; k++) {                                                 \
+                int64_t i = (int64_t)idx[k];                                                   \
+                __m256 pk;                                                                     \
+                FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * 2, 32);                       \
+                if (i == pad) {                                                                \
+                    continue;                                                                  \
+                }                                                                              \
+                r = (const uint16_t *)(w + i * stride) + j0;                                   \
+                pk = fe_bag_pos1_ps(k - lo);                                                   \
+                FE_HALF_MAX_STEP(v0, r0, p0, _mm_loadu_si128((const __m128i *)r), pk);         \
+                FE_HALF_MAX_STEP(v1, r1, p1, _mm_loadu_si128((const __m128i *)(r + 8)), pk);   \
+            }                                                                                  \
+            _mm_storeu_si128((__m128i *)(row + j0), fe_half_pack8(r0));                        \
+            _mm_storeu_si128((__m128i *)(row + j0 + 8), fe_half_pack8(r1));                    \
+            FE_HALF_MAX_INDICES(mi + j0, p0, 8);                                               \
+            FE_HALF_MAX_INDICES(mi + j0 + 8, p1, 8);                                           \
+        }                                                                                      \
+        for (; j0 < d; j0 += 8) {                                                              \
+            /* the last, partial block: 8 lanes at a time, the tail through a buffer */       \
+            ptrdiff_t m = d - j0 < 8 ? d - j0 : 8;                                             \
+            __m128i h = fe_half_raw8((const uint16_t *)(w + (ptrdiff_t)idx[first] * stride) + j0, m); \
+            __m256 v = _mm256_cvtph_ps(h), rb = fe_half_bits8(h);                              \
+            __m256 p = fe_bag_pos1_ps(first - lo);                                             \
+            uint16_t o[8];                                                                     \
+            for (k = first + 1; k < hi; k++) {                                                 \
+                int64_t i = (int64_t)idx[k];                                                   \
+                if (i == pad) {                                                                \
+                    continue;                                                                  \
+                }                                                                              \
+                FE_HALF_MAX_STEP(v, rb, p,                                                     \
+                                 fe_half_raw8((const uint16_t *)(w + i * stride) + j0, m),    \
+                                 fe_bag_pos1_ps(k - lo));                                      \
+            }                                                                                  \
+            _mm_storeu_si128((__m128i *)o, fe_half_pack8(rb));                                 \
+            memcpy(row + j0, o, (size_t)m * sizeof(uint16_t));                                 \
+            FE_HALF_MAX_INDICES(mi + j0, p, m);                                                \
+        }                                                                                      \
+    }                                                                                          \
+    return b_hi;                                                                               \
+}
+FE_HALF_BAG_MAXES(fe_half_bag_maxes_i32, int32_t)
+FE_HALF_BAG_MAXES(fe_half_bag_maxes_i64, int64_t)
+
 #else /* not x86-64: the generic kernel only */
 #define FE_HAVE_BAG_AVX 0
 #define FE_BAG_STUB(NAME, T, INDEX_T)                                                        \
@@ -648,6 +782,8 @@ FE_BAG_MAX_STUB(fe_bag_maxes_f64_i32, double, int32_t)
 FE_BAG_MAX_STUB(fe_bag_maxes_f64_i64, double, int64_t)
 FE_BAG_STUB(fe_half_bag_sums_i32, uint16_t, int32_t)
 FE_BAG_STUB(fe_half_bag_sums_i64, uint16_t, int64_t)
+FE_BAG_MAX_STUB(fe_half_bag_maxes_i32, uint16_t, int32_t)
+FE_BAG_MAX_STUB(fe_half_bag_maxes_i64, uint16_t, int64_t)
 #endif /* FE_X86_ASM */
 
 #endif /* FE_BAG_H */

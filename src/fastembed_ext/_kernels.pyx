@@ -123,6 +123,14 @@ cdef extern from "_fe_bag.h" nogil:
                               const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
                               Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
                               char* out, Py_ssize_t out_stride, int mean)
+    Py_ssize_t fe_half_bag_maxes_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                     Py_ssize_t out_stride, int64_t* max_indices)
+    Py_ssize_t fe_half_bag_maxes_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                     Py_ssize_t out_stride, int64_t* max_indices)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1288,10 +1296,19 @@ cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize
 
 cdef inline Py_ssize_t _bag_maxes_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
                                                Py_ssize_t b_hi, value_t* _v) noexcept nogil:
-    # the bags' maxima and max_indices from registers, float32 and float64
-    # only; returns the first bag not written (b_lo where there is no such
-    # kernel, b_hi when all are written)
-    if value_t is float:
+    # the bags' maxima and max_indices from registers, float32, float64 and
+    # float16 only; returns the first bag not written (b_lo where there is no
+    # such kernel, b_hi when all are written)
+    if value_t is uint16_t:
+        if index_t is int32_t:
+            return fe_half_bag_maxes_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                         a.out.stride, a.max_indices)
+        else:
+            return fe_half_bag_maxes_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                         a.out.stride, a.max_indices)
+    elif value_t is float:
         if index_t is int32_t:
             return fe_bag_maxes_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
@@ -1318,14 +1335,11 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     cdef const value_t* psw = <const value_t*>a.psw
     cdef value_t* row
     cdef const value_t* src
-    # sums and means of float32/float64 rows accumulate in registers
-    # (bench/test_layers.py: the bag groups)
+    # float32, float64 and (with F16C) float16 bags accumulate in registers
+    # (bench/test_layers.py: the bag groups); bfloat16 bags take the loop below
     cdef bint in_registers = (FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
-                              and (value_t is float or value_t is double))
-    if (value_t is uint16_t and a.mode != BAG_MAX and FE_HAVE_BAG_AVX
-            and fe_get_isa_level() >= 1 and fe_get_use_f16c()):
-        _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
-        return
+                              and (value_t is float or value_t is double
+                                   or (value_t is uint16_t and fe_get_use_f16c())))
     if in_registers and a.mode != BAG_MAX:
         _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
         return
