@@ -106,30 +106,51 @@ def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_
             assert np.array_equal(got_i, ref_i)
 
 
+def _values16(rng, shape, dtype):
+    # _values for the 16-bit floats, bfloat16 too: NaNs with payloads (quiet
+    # and signalling, both signs), infinities, subnormals, signed zeros and
+    # rows large enough for sums to overflow
+    if dtype == np.float16:
+        x = _values(rng, shape, np.float16, True)
+        x[rng.random(shape) < 0.05] = 30000.0
+        return x
+    x = _values(rng, shape, np.float32, True)
+    x[np.isnan(x)] = 0.0
+    x[rng.random(shape) < 0.05] = 3e38
+    x[rng.random(shape) < 0.03] = 1e-40
+    x = x.astype(dtype)
+    bits = x.reshape(-1).view(np.uint16)
+    at = rng.random(bits.size) < 0.05
+    bits[at] = rng.choice(np.array([0x7FC1, 0xFFC3, 0x7F81, 0xFF90, 0x7FFF], np.uint16),
+                          int(at.sum()))
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("d", [8, 64, 99, 128, 197])
-def test_float16_bags_match_the_reference_bits(d, f16c):
-    # sums: a rounding after every add (and after every product), in registers with
-    # F16C and in the output row without it: whole 64-lane blocks, whole
-    # registers and a tail, with NaN payloads, infinities, subnormals, signed
-    # zeros and sums that overflow
-    rng = np.random.default_rng(d + 1000 * f16c)
+def test_16_bit_bags_match_the_reference_bits(dtype, d, f16c):
+    # sums: a rounding after every add (and after every product), in
+    # registers (float16 with F16C, bfloat16 always) and in the output row
+    # (float16 without F16C): whole 64-lane blocks, whole registers and a
+    # tail; max: written bit for bit, signalling NaNs included, and the first
+    # of equal values (both zeros among them) stays
+    dt = np.dtype(np.float16) if dtype == "float16" else \
+        np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    rng = np.random.default_rng(d + 1000 * f16c + (7 if dtype == "bfloat16" else 0))
     T, n, B = 40, 500, 30
-    w = _values(rng, (T, d), np.float16, True)
-    w[rng.random((T, d)) < 0.05] = 30000.0
+    w = _values16(rng, (T, d), dt)
     idx, off = _bags(rng, T, n, B)
-    psw = _values(rng, (n,), np.float16, True)
+    psw = _values16(rng, (n,), dt)
     for mode, weights in (("sum", None), ("mean", None), ("sum", psw)):
         for pad in (None, int(idx[0])):
             kw = dict(mode=mode, per_sample_weights=weights, padding_idx=pad)
             for threads in (1, 2):
                 _same(fe.embedding_bag(w, idx, off, num_threads=threads, **kw),
                       _reference.embedding_bag(w, idx, off, **kw))
-    # max: written bit for bit, signalling NaNs included, and the first of
-    # equal values (both zeros among them) stays
     bits = w.reshape(-1).view(np.uint16)
     at = rng.random(bits.size) < 0.03
-    bits[at] = rng.choice(np.array([0x7C01, 0xFC10, 0x7D00], np.uint16), int(at.sum()))
-    ties = rng.integers(-2, 3, (T, d)).astype(np.float16)
+    bits[at] = rng.choice(np.array([0x7C01, 0xFC10, 0x7D00, 0x7F81], np.uint16), int(at.sum()))
+    ties = rng.integers(-2, 3, (T, d)).astype(dt)
     ties[rng.random((T, d)) < 0.2] = -0.0
     for table in (w, ties):
         for pad in (None, int(idx[0])):

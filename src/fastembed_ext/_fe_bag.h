@@ -481,7 +481,7 @@ FE_BAG_MAXES(fe_bag_maxes_f64_i64, fe_bag_max_f64_i64, double, int64_t)
  * adding, and rounding back to float16 after every add; so each accumulator
  * holds float16 values widened to float32 and is rounded (vcvtps2ph, to
  * nearest even, then back) after every add, the add pinned with the row's
- * NaN first (fe_add_ps_first).  The hardware conversions give NumPy's bits on
+ * NaN first (fe_bag_addps).  The hardware conversions give NumPy's bits on
  * every value an add, a product or a division can produce (_fe_half.h).  A
  * weighted entry is the row times its weight, rounded to float16 first; a
  * mean divides the float16 sum, widened, by the count in float32 and rounds
@@ -521,18 +521,20 @@ static inline void fe_half_store8(uint16_t *p, __m256 x, ptrdiff_t m)
 }
 
 /* acc + the entry's lanes (times s when weighted), each step rounded */
-#define FE_HALF_BAG_STEP(acc, x, s, weighted)                                                  \
-    fe_half_round_ps(fe_add_ps_first((weighted) ? fe_half_round_ps(fe_mul_ps_src_first((x), (s))) \
-                                                : (x), (acc)))
+#define FE_HALF_BAG_STEP(acc, x, s, weighted, ROUND)                                           \
+    ROUND(fe_bag_addps((weighted) ? ROUND(fe_bag_mulps((x), (s))) : (x), (acc)))
 
 /*
- * FE_HALF_BAG_SUMS(NAME, INDEX_T) defines:
+ * FE_HALF_BAG_SUMS(NAME, INDEX_T, TGT, LOAD8, ROUND, STORE8, TO_FLOAT) defines:
  *   void NAME(w, stride, idx, bounds, b_lo, b_hi, n, pad, psw, d, out, out_stride, mean)
- * as FE_BAG_SUMS for float16 (psw: float16 weights or NULL).  A block is 64
- * lanes (eight registers, 128 bytes of each row).
+ * as FE_BAG_SUMS for a 16-bit float (psw: weights of that type, or NULL),
+ * compiled for the target TGT.  LOAD8(p, m) widens m (8 or fewer) values to
+ * float32, ROUND rounds float32 lanes to the type and widens them back,
+ * STORE8(p, x, m) rounds and stores m lanes, TO_FLOAT widens one value.  A
+ * block is 64 lanes (eight registers, 128 bytes of each row).
  */
-#define FE_HALF_BAG_SUMS(NAME, INDEX_T)                                                        \
-__attribute__((target("avx,f16c")))                                                            \
+#define FE_HALF_BAG_SUMS(NAME, INDEX_T, TGT, LOAD8, ROUND, STORE8, TO_FLOAT)                   \
+__attribute__((target(TGT)))                                                                   \
 static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrdiff_t *bounds, \
                  ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, const uint16_t *psw, \
                  ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)                       \
@@ -563,16 +565,16 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
                     }                                                                          \
                     r = (const uint16_t *)(w + i * stride) + j0;                               \
                     if (weighted) {                                                            \
-                        s = _mm256_set1_ps(fe_half_to_float(psw[k]));                          \
+                        s = _mm256_set1_ps(TO_FLOAT(psw[k]));                          \
                     }                                                                          \
-                    a0 = FE_HALF_BAG_STEP(a0, fe_half_load8(r, 8), s, weighted);              \
-                    a1 = FE_HALF_BAG_STEP(a1, fe_half_load8(r + 8, 8), s, weighted);          \
-                    a2 = FE_HALF_BAG_STEP(a2, fe_half_load8(r + 16, 8), s, weighted);         \
-                    a3 = FE_HALF_BAG_STEP(a3, fe_half_load8(r + 24, 8), s, weighted);         \
-                    a4 = FE_HALF_BAG_STEP(a4, fe_half_load8(r + 32, 8), s, weighted);         \
-                    a5 = FE_HALF_BAG_STEP(a5, fe_half_load8(r + 40, 8), s, weighted);         \
-                    a6 = FE_HALF_BAG_STEP(a6, fe_half_load8(r + 48, 8), s, weighted);         \
-                    a7 = FE_HALF_BAG_STEP(a7, fe_half_load8(r + 56, 8), s, weighted);         \
+                    a0 = FE_HALF_BAG_STEP(a0, LOAD8(r, 8), s, weighted, ROUND);              \
+                    a1 = FE_HALF_BAG_STEP(a1, LOAD8(r + 8, 8), s, weighted, ROUND);          \
+                    a2 = FE_HALF_BAG_STEP(a2, LOAD8(r + 16, 8), s, weighted, ROUND);         \
+                    a3 = FE_HALF_BAG_STEP(a3, LOAD8(r + 24, 8), s, weighted, ROUND);         \
+                    a4 = FE_HALF_BAG_STEP(a4, LOAD8(r + 32, 8), s, weighted, ROUND);         \
+                    a5 = FE_HALF_BAG_STEP(a5, LOAD8(r + 40, 8), s, weighted, ROUND);         \
+                    a6 = FE_HALF_BAG_STEP(a6, LOAD8(r + 48, 8), s, weighted, ROUND);         \
+                    a7 = FE_HALF_BAG_STEP(a7, LOAD8(r + 56, 8), s, weighted, ROUND);         \
                 }                                                                              \
                 if (mean && count > 0) {                                                       \
                     a0 = _mm256_div_ps(a0, c); a1 = _mm256_div_ps(a1, c);                      \
@@ -580,14 +582,14 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
                     a4 = _mm256_div_ps(a4, c); a5 = _mm256_div_ps(a5, c);                      \
                     a6 = _mm256_div_ps(a6, c); a7 = _mm256_div_ps(a7, c);                      \
                 }                                                                              \
-                fe_half_store8(row + j0, a0, 8);                                               \
-                fe_half_store8(row + j0 + 8, a1, 8);                                           \
-                fe_half_store8(row + j0 + 16, a2, 8);                                          \
-                fe_half_store8(row + j0 + 24, a3, 8);                                          \
-                fe_half_store8(row + j0 + 32, a4, 8);                                          \
-                fe_half_store8(row + j0 + 40, a5, 8);                                          \
-                fe_half_store8(row + j0 + 48, a6, 8);                                          \
-                fe_half_store8(row + j0 + 56, a7, 8);                                          \
+                STORE8(row + j0, a0, 8);                                               \
+                STORE8(row + j0 + 8, a1, 8);                                           \
+                STORE8(row + j0 + 16, a2, 8);                                          \
+                STORE8(row + j0 + 24, a3, 8);                                          \
+                STORE8(row + j0 + 32, a4, 8);                                          \
+                STORE8(row + j0 + 40, a5, 8);                                          \
+                STORE8(row + j0 + 48, a6, 8);                                          \
+                STORE8(row + j0 + 56, a7, 8);                                          \
                 continue;                                                                      \
             }                                                                                  \
             /* the last, partial block: one register at a time */                             \
@@ -601,21 +603,23 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
                         continue;                                                              \
                     }                                                                          \
                     if (weighted) {                                                            \
-                        s = _mm256_set1_ps(fe_half_to_float(psw[k]));                          \
+                        s = _mm256_set1_ps(TO_FLOAT(psw[k]));                          \
                     }                                                                          \
-                    a = FE_HALF_BAG_STEP(a, fe_half_load8((const uint16_t *)(w + i * stride) + v, m), \
-                                         s, weighted);                                         \
+                    a = FE_HALF_BAG_STEP(a, LOAD8((const uint16_t *)(w + i * stride) + v, m), \
+                                         s, weighted, ROUND);                                  \
                 }                                                                              \
                 if (mean && count > 0) {                                                       \
                     a = _mm256_div_ps(a, c);                                                   \
                 }                                                                              \
-                fe_half_store8(row + v, a, m);                                                 \
+                STORE8(row + v, a, m);                                                 \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
 }
-FE_HALF_BAG_SUMS(fe_half_bag_sums_i32, int32_t)
-FE_HALF_BAG_SUMS(fe_half_bag_sums_i64, int64_t)
+FE_HALF_BAG_SUMS(fe_half_bag_sums_i32, int32_t, "avx,f16c", fe_half_load8, fe_half_round_ps,
+                 fe_half_store8, fe_half_to_float)
+FE_HALF_BAG_SUMS(fe_half_bag_sums_i64, int64_t, "avx,f16c", fe_half_load8, fe_half_round_ps,
+                 fe_half_store8, fe_half_to_float)
 
 /*
  * float16 bag maxima: as FE_BAG_MAX, with the compare on the values widened
@@ -625,19 +629,19 @@ FE_HALF_BAG_SUMS(fe_half_bag_sums_i64, int64_t)
  * signalling NaN's included.  A block is 16 lanes: for each 8, the widened
  * maximum, its bits and the position that won, in three registers.
  */
-__attribute__((target("avx,f16c")))
+__attribute__((target("avx")))
 static inline __m256 fe_half_bits8(__m128i h)
 {
     __m128i lo = _mm_cvtepu16_epi32(h), hi = _mm_cvtepu16_epi32(_mm_srli_si128(h, 8));
     return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
-__attribute__((target("avx,f16c")))
+__attribute__((target("avx")))
 static inline __m128i fe_half_pack8(__m256 bits)
 {
     __m256i b = _mm256_castps_si256(bits);
     return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extractf128_si256(b, 1));
 }
-__attribute__((target("avx,f16c")))
+__attribute__((target("avx")))
 static inline __m128i fe_half_raw8(const uint16_t *p, ptrdiff_t m)
 {
     uint16_t b[8] = {0};
@@ -650,13 +654,13 @@ static inline __m128i fe_half_raw8(const uint16_t *p, ptrdiff_t m)
 
 /* one entry's 8 lanes against the running maximum v (widened), its bits r
    and positions p; the entry's position in every lane of pk */
-#define FE_HALF_MAX_STEP(v, r, p, raw, pk)                                                     \
+#define FE_HALF_MAX_STEP(v, r, p, raw, pk, WIDEN, BITS8)                                       \
     do {                                                                                       \
         __m128i h_ = (raw);                                                                    \
-        __m256 x_ = _mm256_cvtph_ps(h_);                                                       \
+        __m256 x_ = WIDEN(h_);                                                                 \
         __m256 m_ = _mm256_cmp_ps(x_, (v), _CMP_GT_OQ);                                        \
         (v) = fe_bag_blend_ps((v), x_, m_);                                                    \
-        (r) = fe_bag_blend_ps((r), fe_half_bits8(h_), m_);                                     \
+        (r) = fe_bag_blend_ps((r), BITS8(h_), m_);                                             \
         (p) = fe_bag_blend_ps((p), (pk), m_);                                                  \
     } while (0)
 
@@ -672,12 +676,14 @@ static inline __m128i fe_half_raw8(const uint16_t *p, ptrdiff_t m)
     } while (0)
 
 /*
- * FE_HALF_BAG_MAXES(NAME, INDEX_T) defines:
+ * FE_HALF_BAG_MAXES(NAME, INDEX_T, TGT, WIDEN, BITS8, PACK8) defines:
  *   ptrdiff_t NAME(w, stride, idx, bounds, b_lo, b_hi, n, pad, d, out, out_stride, max_indices)
- * as FE_BAG_MAXES for float16.
+ * as FE_BAG_MAXES for a 16-bit float, compiled for the target TGT: WIDEN(h)
+ * widens 8 raw values to float32, BITS8(h) puts their bits in 32-bit lanes,
+ * PACK8 takes those lanes back to 8 raw values.
  */
-#define FE_HALF_BAG_MAXES(NAME, INDEX_T)                                                       \
-__attribute__((target("avx,f16c")))                                                            \
+#define FE_HALF_BAG_MAXES(NAME, INDEX_T, TGT, WIDEN, BITS8, PACK8)                             \
+__attribute__((target(TGT)))                                                                   \
 static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,                    \
                       const ptrdiff_t *bounds, ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n,   \
                       int64_t pad, ptrdiff_t d, char *out, ptrdiff_t out_stride,              \
@@ -705,8 +711,8 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
             const uint16_t *r = (const uint16_t *)(w + (ptrdiff_t)idx[first] * stride) + j0;   \
             __m128i h0 = _mm_loadu_si128((const __m128i *)r);                                  \
             __m128i h1 = _mm_loadu_si128((const __m128i *)(r + 8));                            \
-            __m256 v0 = _mm256_cvtph_ps(h0), v1 = _mm256_cvtph_ps(h1);                         \
-            __m256 r0 = fe_half_bits8(h0), r1 = fe_half_bits8(h1);                             \
+            __m256 v0 = WIDEN(h0), v1 = WIDEN(h1);                         \
+            __m256 r0 = BITS8(h0), r1 = BITS8(h1);                             \
             __m256 p0 = fe_bag_pos1_ps(first - lo), p1 = p0;                                   \
             for (k = first + 1; k < hi; k++) {                                                 \
                 int64_t i = (int64_t)idx[k];                                                   \
@@ -717,11 +723,13 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
                 }                                                                              \
                 r = (const uint16_t *)(w + i * stride) + j0;                                   \
                 pk = fe_bag_pos1_ps(k - lo);                                                   \
-                FE_HALF_MAX_STEP(v0, r0, p0, _mm_loadu_si128((const __m128i *)r), pk);         \
-                FE_HALF_MAX_STEP(v1, r1, p1, _mm_loadu_si128((const __m128i *)(r + 8)), pk);   \
+                FE_HALF_MAX_STEP(v0, r0, p0, _mm_loadu_si128((const __m128i *)r), pk, WIDEN,    \
+                                 BITS8);                                                       \
+                FE_HALF_MAX_STEP(v1, r1, p1, _mm_loadu_si128((const __m128i *)(r + 8)), pk,     \
+                                 WIDEN, BITS8);                                                \
             }                                                                                  \
-            _mm_storeu_si128((__m128i *)(row + j0), fe_half_pack8(r0));                        \
-            _mm_storeu_si128((__m128i *)(row + j0 + 8), fe_half_pack8(r1));                    \
+            _mm_storeu_si128((__m128i *)(row + j0), PACK8(r0));                        \
+            _mm_storeu_si128((__m128i *)(row + j0 + 8), PACK8(r1));                    \
             FE_HALF_MAX_INDICES(mi + j0, p0, 8);                                               \
             FE_HALF_MAX_INDICES(mi + j0 + 8, p1, 8);                                           \
         }                                                                                      \
@@ -729,7 +737,7 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
             /* the last, partial block: 8 lanes at a time, the tail through a buffer */       \
             ptrdiff_t m = d - j0 < 8 ? d - j0 : 8;                                             \
             __m128i h = fe_half_raw8((const uint16_t *)(w + (ptrdiff_t)idx[first] * stride) + j0, m); \
-            __m256 v = _mm256_cvtph_ps(h), rb = fe_half_bits8(h);                              \
+            __m256 v = WIDEN(h), rb = BITS8(h);                              \
             __m256 p = fe_bag_pos1_ps(first - lo);                                             \
             uint16_t o[8];                                                                     \
             for (k = first + 1; k < hi; k++) {                                                 \
@@ -739,17 +747,85 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
                 }                                                                              \
                 FE_HALF_MAX_STEP(v, rb, p,                                                     \
                                  fe_half_raw8((const uint16_t *)(w + i * stride) + j0, m),    \
-                                 fe_bag_pos1_ps(k - lo));                                      \
+                                 fe_bag_pos1_ps(k - lo), WIDEN, BITS8);                        \
             }                                                                                  \
-            _mm_storeu_si128((__m128i *)o, fe_half_pack8(rb));                                 \
+            _mm_storeu_si128((__m128i *)o, PACK8(rb));                                 \
             memcpy(row + j0, o, (size_t)m * sizeof(uint16_t));                                 \
             FE_HALF_MAX_INDICES(mi + j0, p, m);                                                \
         }                                                                                      \
     }                                                                                          \
     return b_hi;                                                                               \
 }
-FE_HALF_BAG_MAXES(fe_half_bag_maxes_i32, int32_t)
-FE_HALF_BAG_MAXES(fe_half_bag_maxes_i64, int64_t)
+FE_HALF_BAG_MAXES(fe_half_bag_maxes_i32, int32_t, "avx,f16c", _mm256_cvtph_ps, fe_half_bits8,
+                  fe_half_pack8)
+FE_HALF_BAG_MAXES(fe_half_bag_maxes_i64, int64_t, "avx,f16c", _mm256_cvtph_ps, fe_half_bits8,
+                  fe_half_pack8)
+
+/*
+ * bfloat16 bags, by the same two kernels (AVX only).  ml_dtypes adds
+ * bfloat16 by widening both operands to float32 (the bits shifted up: exact),
+ * adding, and rounding back to nearest even, a NaN becoming 0x7fc0 with the
+ * float32 NaN's sign (_fe_half.h, fe_float_to_bf16): so the rounding here is
+ * that integer rounding, four lanes at a time, the NaN lanes replaced after.
+ */
+__attribute__((target("avx")))
+static inline __m256 fe_bf16_widen8(__m128i h)
+{
+    __m128i z = _mm_setzero_si128();
+    __m128i lo = _mm_unpacklo_epi16(z, h), hi = _mm_unpackhi_epi16(z, h);
+    return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+__attribute__((target("avx")))
+static inline __m128i fe_bf16_round4(__m128i u)
+{
+    /* u + 0x7fff + (bit 16 of u), the low half cleared */
+    __m128i odd = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1));
+    u = _mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), odd);
+    return _mm_and_si128(u, _mm_set1_epi32((int32_t)0xffff0000u));
+}
+__attribute__((target("avx")))
+static inline __m256 fe_bf16_round_ps(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m128i lo = fe_bf16_round4(_mm256_castsi256_si128(u));
+    __m128i hi = fe_bf16_round4(_mm256_extractf128_si256(u, 1));
+    __m256 r = _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+    __m256 sign = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)0x80000000u)));
+    __m256 nan = _mm256_or_ps(sign, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)));
+    return fe_bag_blend_ps(r, nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+__attribute__((target("avx")))
+static inline __m128i fe_bf16_pack8(__m256 bits)
+{
+    __m256i b = _mm256_castps_si256(bits);
+    return _mm_packus_epi32(_mm_srli_epi32(_mm256_castsi256_si128(b), 16),
+                            _mm_srli_epi32(_mm256_extractf128_si256(b, 1), 16));
+}
+__attribute__((target("avx")))
+static inline __m256 fe_bf16_load8(const uint16_t *p, ptrdiff_t m)
+{
+    return fe_bf16_widen8(fe_half_raw8(p, m));
+}
+__attribute__((target("avx")))
+static inline void fe_bf16_store8(uint16_t *p, __m256 x, ptrdiff_t m)
+{
+    uint16_t b[8];
+    __m128i h = fe_bf16_pack8(fe_bf16_round_ps(x));
+    if (m == 8) {
+        _mm_storeu_si128((__m128i *)p, h);
+        return;
+    }
+    _mm_storeu_si128((__m128i *)b, h);
+    memcpy(p, b, (size_t)m * sizeof(uint16_t));
+}
+FE_HALF_BAG_SUMS(fe_bf16_bag_sums_i32, int32_t, "avx", fe_bf16_load8, fe_bf16_round_ps,
+                 fe_bf16_store8, fe_bf16_to_float)
+FE_HALF_BAG_SUMS(fe_bf16_bag_sums_i64, int64_t, "avx", fe_bf16_load8, fe_bf16_round_ps,
+                 fe_bf16_store8, fe_bf16_to_float)
+FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i32, int32_t, "avx", fe_bf16_widen8, fe_bf16_widen8,
+                  fe_bf16_pack8)
+FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i64, int64_t, "avx", fe_bf16_widen8, fe_bf16_widen8,
+                  fe_bf16_pack8)
 
 #else /* not x86-64: the generic kernel only */
 #define FE_HAVE_BAG_AVX 0
@@ -784,6 +860,10 @@ FE_BAG_STUB(fe_half_bag_sums_i32, uint16_t, int32_t)
 FE_BAG_STUB(fe_half_bag_sums_i64, uint16_t, int64_t)
 FE_BAG_MAX_STUB(fe_half_bag_maxes_i32, uint16_t, int32_t)
 FE_BAG_MAX_STUB(fe_half_bag_maxes_i64, uint16_t, int64_t)
+FE_BAG_STUB(fe_bf16_bag_sums_i32, uint16_t, int32_t)
+FE_BAG_STUB(fe_bf16_bag_sums_i64, uint16_t, int64_t)
+FE_BAG_MAX_STUB(fe_bf16_bag_maxes_i32, uint16_t, int32_t)
+FE_BAG_MAX_STUB(fe_bf16_bag_maxes_i64, uint16_t, int64_t)
 #endif /* FE_X86_ASM */
 
 #endif /* FE_BAG_H */

@@ -131,6 +131,22 @@ cdef extern from "_fe_bag.h" nogil:
                                      const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
                                      Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
                                      Py_ssize_t out_stride, int64_t* max_indices)
+    void fe_bf16_bag_sums_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
+                              char* out, Py_ssize_t out_stride, int mean)
+    void fe_bf16_bag_sums_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
+                              char* out, Py_ssize_t out_stride, int mean)
+    Py_ssize_t fe_bf16_bag_maxes_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
+                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                     Py_ssize_t out_stride, int64_t* max_indices)
+    Py_ssize_t fe_bf16_bag_maxes_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
+                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
+                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
+                                     Py_ssize_t out_stride, int64_t* max_indices)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1263,9 +1279,18 @@ cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil
 cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
                                         Py_ssize_t b_hi, value_t* _v) noexcept nogil:
     # the bags' sums (or weighted sums, or means) from registers, each row
-    # written once; float32, float64 and float16 only
+    # written once
     cdef int mean = a.mode == BAG_MEAN
-    if value_t is uint16_t:
+    if value_t is bf16_t:
+        if index_t is int32_t:
+            fe_bf16_bag_sums_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
+                                 a.out.data, a.out.stride, mean)
+        else:
+            fe_bf16_bag_sums_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
+                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
+                                 a.out.data, a.out.stride, mean)
+    elif value_t is uint16_t:
         if index_t is int32_t:
             fe_half_bag_sums_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
                                  a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
@@ -1296,10 +1321,19 @@ cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize
 
 cdef inline Py_ssize_t _bag_maxes_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
                                                Py_ssize_t b_hi, value_t* _v) noexcept nogil:
-    # the bags' maxima and max_indices from registers, float32, float64 and
-    # float16 only; returns the first bag not written (b_lo where there is no
-    # such kernel, b_hi when all are written)
-    if value_t is uint16_t:
+    # the bags' maxima and max_indices from registers; returns the first bag
+    # not written (b_lo where there is no such kernel, b_hi when all are
+    # written)
+    if value_t is bf16_t:
+        if index_t is int32_t:
+            return fe_bf16_bag_maxes_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                         a.out.stride, a.max_indices)
+        else:
+            return fe_bf16_bag_maxes_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
+                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                                         a.out.stride, a.max_indices)
+    elif value_t is uint16_t:
         if index_t is int32_t:
             return fe_half_bag_maxes_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
                                          b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
@@ -1335,10 +1369,10 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     cdef const value_t* psw = <const value_t*>a.psw
     cdef value_t* row
     cdef const value_t* src
-    # float32, float64 and (with F16C) float16 bags accumulate in registers
-    # (bench/test_layers.py: the bag groups); bfloat16 bags take the loop below
+    # float32, float64, bfloat16 and (with F16C) float16 bags accumulate in
+    # registers (bench/test_layers.py: the bag groups)
     cdef bint in_registers = (FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
-                              and (value_t is float or value_t is double
+                              and (value_t is float or value_t is double or value_t is bf16_t
                                    or (value_t is uint16_t and fe_get_use_f16c())))
     if in_registers and a.mode != BAG_MAX:
         _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
