@@ -22,6 +22,10 @@
  * bag shapes of bench/test_layers.py, 1 thread, builds alternated in one
  * process, this took 0.97-0.98 of the time of the pinned order everywhere.
  *
+ * Further down, the same for bag maxima (FE_BAG_MAX), and both for the
+ * 16-bit floats, float16 with F16C and bfloat16 (FE_HALF_BAG_SUMS,
+ * FE_HALF_BAG_MAXES), each rounding as NumPy or ml_dtypes does.
+ *
  * AVX (checked at run time by the caller); other CPUs take the generic path.
  */
 #ifndef FE_BAG_H
