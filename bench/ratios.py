@@ -11,7 +11,8 @@ the same run (a row whose peer or whose own case did not run is left out):
   torch.index_select(out=) at the same thread count, and the share of a
   plain row copy's speed (copy-N median over cython-N median);
 - scatter_add: against np.add.at and Tensor.index_add_, and N threads over 1;
-- embedding_bag and its backward: against torch at the same thread count;
+- embedding_bag and its backward: against torch at the same thread count
+  (float32; and float16 and bfloat16 bags against torch's of the same dtype);
 - load: the default thread count over one thread, quiet and beside a busy loop.
 
 Last, the cases asked for more than one thread whose measured calls did not
@@ -150,6 +151,8 @@ def main(argv):
     n = max([k for k in found if k > 1], default=2)
     for report in (lambda: gather(m, n), lambda: scatter(m, n),
                    lambda: bags(m, n, "test_embedding_bag", "numpy-reduceat", "embedding_bag"),
+                   lambda: bags(m, n, "test_embedding_bag_16bit", "numpy-reduceat",
+                                "embedding_bag, 16-bit"),
                    lambda: bags(m, n, "test_embedding_bag_backward", "numpy-add-at",
                                 "embedding_bag backward"),
                    lambda: load(m), lambda: serial_calls(argv[1])):

@@ -58,6 +58,31 @@ def test_embedding_bag(benchmark, backend, mode, bag_shape):
         benchmark(torch.nn.functional.embedding_bag, it, wt, ot, mode=mode)
 
 
+@pytest.mark.parametrize("mode", ["sum", "max"])
+@pytest.mark.parametrize("backend", ["cython-1", f"cython-{THREADS}", "torch-1", f"torch-{THREADS}"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_embedding_bag_16bit(benchmark, dtype, backend, mode, bag_shape):
+    # the 16-bit tables against PyTorch's bags of the same dtype (which sum in
+    # float32 and round once; ours round after every add, as NumPy does)
+    T, d, length, bags = bag_shape
+    dt = np.float16 if dtype == "float16" else pytest.importorskip("ml_dtypes").bfloat16
+    w = table(T, d, dt)
+    idx = indices(T, "uniform", "int64", size=bags * length)
+    offsets = np.arange(bags, dtype=np.int64) * length
+    name, n = backend_threads(backend)
+    benchmark.group = f"embedding_bag {mode} {dtype} T={T} d={d} bags={bags}x{length} uniform int64"
+    describe(benchmark, name, n)
+    if name == "cython":
+        benchmark(fastembed_ext.embedding_bag, w, idx, offsets, mode=mode, num_threads=n)
+    else:
+        torch = torch_or_skip()
+        torch.set_num_threads(n)
+        wt = torch.from_numpy(w) if dtype == "float16" else \
+            torch.from_numpy(w.view(np.int16)).view(torch.bfloat16)
+        it, ot = torch.from_numpy(idx), torch.from_numpy(offsets)
+        benchmark(torch.nn.functional.embedding_bag, it, wt, ot, mode=mode)
+
+
 @pytest.mark.parametrize("mode", ["sum", "mean"])
 @pytest.mark.parametrize("backend", ["numpy-add-at", "cython-1", f"cython-{THREADS}", "torch-1",
                                      f"torch-{THREADS}"])
