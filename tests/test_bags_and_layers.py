@@ -80,6 +80,20 @@ def test_embedding_bag_and_backward_match_the_reference_bits(dtype, mode, specia
             _same(gpsw, rgpsw)
 
 
+def _check_max(rng, w, idx, off):
+    # max, on the rows w and on rows full of ties (few values, both zeros),
+    # with and without padding: the first of equal values stays, a NaN never
+    # replaces, a leading one stays, every value written bit for bit
+    ties = rng.integers(-2, 3, w.shape).astype(w.dtype)
+    ties[rng.random(w.shape) < 0.2] = -0.0
+    for table in (w, ties):
+        for pad in (None, int(idx[0])):
+            got, got_i = fe.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            ref, ref_i = _reference.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
+            _same(got, ref)
+            assert np.array_equal(got_i, ref_i)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d", [64, 99, 128, 197, 256, 1000])
 def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_level):
@@ -94,16 +108,7 @@ def test_bag_kernels_match_the_reference_bits_at_every_pass_width(dtype, d, isa_
     for mode, weights in (("sum", None), ("mean", None), ("sum", psw)):
         kw = dict(mode=mode, per_sample_weights=weights, padding_idx=int(idx[0]))
         _same(fe.embedding_bag(w, idx, off, **kw), _reference.embedding_bag(w, idx, off, **kw))
-    # max, on these rows and on rows full of ties (few values, both zeros):
-    # the first of equal values stays, a NaN never replaces, a leading one stays
-    ties = rng.integers(-2, 3, (T, d)).astype(dtype)
-    ties[rng.random((T, d)) < 0.2] = -0.0
-    for table in (w, ties):
-        for pad in (None, int(idx[0])):
-            got, got_i = fe.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
-            ref, ref_i = _reference.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
-            _same(got, ref)
-            assert np.array_equal(got_i, ref_i)
+    _check_max(rng, w, idx, off)
 
 
 def _values16(rng, shape, dtype):
@@ -150,14 +155,7 @@ def test_16_bit_bags_match_the_reference_bits(dtype, d, f16c):
     bits = w.reshape(-1).view(np.uint16)
     at = rng.random(bits.size) < 0.03
     bits[at] = rng.choice(np.array([0x7C01, 0xFC10, 0x7D00, 0x7F81], np.uint16), int(at.sum()))
-    ties = rng.integers(-2, 3, (T, d)).astype(dt)
-    ties[rng.random((T, d)) < 0.2] = -0.0
-    for table in (w, ties):
-        for pad in (None, int(idx[0])):
-            got, got_i = fe.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
-            ref, ref_i = _reference.embedding_bag(table, idx, off, mode="max", padding_idx=pad)
-            _same(got, ref)
-            assert np.array_equal(got_i, ref_i)
+    _check_max(rng, w, idx, off)
 
 
 def test_embedding_bag_big_enough_for_threads_is_thread_count_independent():

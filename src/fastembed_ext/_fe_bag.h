@@ -71,35 +71,19 @@ static inline __m256d fe_bag_mulpd(__m256d x, __m256d s)
     return x;
 }
 
-/* whether any lane of eight registers is NaN */
-__attribute__((target("avx")))
-static inline int fe_bag_nan_ps(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4,
-                                __m256 a5, __m256 a6, __m256 a7)
-{
-    __m256 u = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(a0, a0, _CMP_UNORD_Q),
-                                         _mm256_cmp_ps(a1, a1, _CMP_UNORD_Q)),
-                            _mm256_or_ps(_mm256_cmp_ps(a2, a2, _CMP_UNORD_Q),
-                                         _mm256_cmp_ps(a3, a3, _CMP_UNORD_Q)));
-    __m256 v = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(a4, a4, _CMP_UNORD_Q),
-                                         _mm256_cmp_ps(a5, a5, _CMP_UNORD_Q)),
-                            _mm256_or_ps(_mm256_cmp_ps(a6, a6, _CMP_UNORD_Q),
-                                         _mm256_cmp_ps(a7, a7, _CMP_UNORD_Q)));
-    return _mm256_movemask_ps(_mm256_or_ps(u, v)) != 0;
+/* whether any lane of eight registers is NaN: fe_bag_nan_ps, fe_bag_nan_pd */
+#define FE_BAG_NAN_IN(NAME, V, CMP, OR, MOVEMASK)                                              \
+__attribute__((target("avx")))                                                                 \
+static inline int NAME(V a0, V a1, V a2, V a3, V a4, V a5, V a6, V a7)                         \
+{                                                                                              \
+    V u = OR(OR(CMP(a0, a0, _CMP_UNORD_Q), CMP(a1, a1, _CMP_UNORD_Q)),                         \
+             OR(CMP(a2, a2, _CMP_UNORD_Q), CMP(a3, a3, _CMP_UNORD_Q)));                        \
+    V v = OR(OR(CMP(a4, a4, _CMP_UNORD_Q), CMP(a5, a5, _CMP_UNORD_Q)),                         \
+             OR(CMP(a6, a6, _CMP_UNORD_Q), CMP(a7, a7, _CMP_UNORD_Q)));                        \
+    return MOVEMASK(OR(u, v)) != 0;                                                            \
 }
-__attribute__((target("avx")))
-static inline int fe_bag_nan_pd(__m256d a0, __m256d a1, __m256d a2, __m256d a3, __m256d a4,
-                                __m256d a5, __m256d a6, __m256d a7)
-{
-    __m256d u = _mm256_or_pd(_mm256_or_pd(_mm256_cmp_pd(a0, a0, _CMP_UNORD_Q),
-                                          _mm256_cmp_pd(a1, a1, _CMP_UNORD_Q)),
-                             _mm256_or_pd(_mm256_cmp_pd(a2, a2, _CMP_UNORD_Q),
-                                          _mm256_cmp_pd(a3, a3, _CMP_UNORD_Q)));
-    __m256d v = _mm256_or_pd(_mm256_or_pd(_mm256_cmp_pd(a4, a4, _CMP_UNORD_Q),
-                                          _mm256_cmp_pd(a5, a5, _CMP_UNORD_Q)),
-                             _mm256_or_pd(_mm256_cmp_pd(a6, a6, _CMP_UNORD_Q),
-                                          _mm256_cmp_pd(a7, a7, _CMP_UNORD_Q)));
-    return _mm256_movemask_pd(_mm256_or_pd(u, v)) != 0;
-}
+FE_BAG_NAN_IN(fe_bag_nan_ps, __m256, _mm256_cmp_ps, _mm256_or_ps, _mm256_movemask_ps)
+FE_BAG_NAN_IN(fe_bag_nan_pd, __m256d, _mm256_cmp_pd, _mm256_or_pd, _mm256_movemask_pd)
 
 /* every line of the bytes [off, off + bytes) of the row FE_BAG_PREFETCH entries
    ahead, where there is one (without the line of the last byte, a fifth of a
@@ -477,7 +461,6 @@ FE_BAG_MAXES(fe_bag_maxes_f32_i32, fe_bag_max_f32_i32, float, int32_t)
 FE_BAG_MAXES(fe_bag_maxes_f32_i64, fe_bag_max_f32_i64, float, int64_t)
 FE_BAG_MAXES(fe_bag_maxes_f64_i32, fe_bag_max_f64_i32, double, int32_t)
 FE_BAG_MAXES(fe_bag_maxes_f64_i64, fe_bag_max_f64_i64, double, int64_t)
-#define FE_HAVE_BAG_AVX 1
 
 /*
  * float16 bag sums in registers (AVX and F16C, checked at run time by the
@@ -831,43 +814,86 @@ FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i32, int32_t, "avx", fe_bf16_widen8, fe_bf16
 FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i64, int64_t, "avx", fe_bf16_widen8, fe_bf16_widen8,
                   fe_bf16_pack8)
 
-#else /* not x86-64: the generic kernel only */
-#define FE_HAVE_BAG_AVX 0
-#define FE_BAG_STUB(NAME, T, INDEX_T)                                                        \
-    static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,                    \
-                     const ptrdiff_t *bounds, ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n,   \
-                     int64_t pad, const T *psw, ptrdiff_t d, char *out, ptrdiff_t out_stride, \
-                     int mean)                                                               \
-    {                                                                                        \
-        (void)w; (void)stride; (void)idx; (void)bounds; (void)b_lo; (void)b_hi; (void)n;     \
-        (void)pad; (void)psw; (void)d; (void)out; (void)out_stride; (void)mean;              \
-    }
-FE_BAG_STUB(fe_bag_sums_f32_i32, float, int32_t)
-FE_BAG_STUB(fe_bag_sums_f32_i64, float, int64_t)
-FE_BAG_STUB(fe_bag_sums_f64_i32, double, int32_t)
-FE_BAG_STUB(fe_bag_sums_f64_i64, double, int64_t)
-#define FE_BAG_MAX_STUB(NAME, T, INDEX_T)                                                    \
-    static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,               \
-                          const ptrdiff_t *bounds, ptrdiff_t b_lo, ptrdiff_t b_hi,           \
-                          ptrdiff_t n, int64_t pad, ptrdiff_t d, char *out,                  \
-                          ptrdiff_t out_stride, int64_t *max_indices)                        \
-    {                                                                                        \
-        (void)w; (void)stride; (void)idx; (void)bounds; (void)b_hi; (void)n; (void)pad;      \
-        (void)d; (void)out; (void)out_stride; (void)max_indices;                             \
-        return b_lo;                                                                         \
-    }
-FE_BAG_MAX_STUB(fe_bag_maxes_f32_i32, float, int32_t)
-FE_BAG_MAX_STUB(fe_bag_maxes_f32_i64, float, int64_t)
-FE_BAG_MAX_STUB(fe_bag_maxes_f64_i32, double, int32_t)
-FE_BAG_MAX_STUB(fe_bag_maxes_f64_i64, double, int64_t)
-FE_BAG_STUB(fe_half_bag_sums_i32, uint16_t, int32_t)
-FE_BAG_STUB(fe_half_bag_sums_i64, uint16_t, int64_t)
-FE_BAG_MAX_STUB(fe_half_bag_maxes_i32, uint16_t, int32_t)
-FE_BAG_MAX_STUB(fe_half_bag_maxes_i64, uint16_t, int64_t)
-FE_BAG_STUB(fe_bf16_bag_sums_i32, uint16_t, int32_t)
-FE_BAG_STUB(fe_bf16_bag_sums_i64, uint16_t, int64_t)
-FE_BAG_MAX_STUB(fe_bf16_bag_maxes_i32, uint16_t, int32_t)
-FE_BAG_MAX_STUB(fe_bf16_bag_maxes_i64, uint16_t, int64_t)
 #endif /* FE_X86_ASM */
+
+/*
+ * The bag kernels by value type and index width, one entry point each for
+ * the kernels module:
+ *   ptrdiff_t fe_bag_sums(type, idx64, w, stride, idx, bounds, b_lo, b_hi, n, pad, psw, d,
+ *                         out, out_stride, mean)
+ *   ptrdiff_t fe_bag_maxes(type, idx64, w, stride, idx, bounds, b_lo, b_hi, n, pad, d,
+ *                          out, out_stride, max_indices)
+ * type is one of FE_BAG_F32 .. FE_BAG_BF16, idx64 says whether idx is int64
+ * (else int32), psw points to weights of the value type or is NULL.  Each
+ * returns the first bag it did not write: b_hi when it wrote them all, b_lo
+ * where there is no kernel (no AVX, float16 without F16C, not x86-64); the
+ * caller writes the rest element by element.
+ */
+enum { FE_BAG_F32 = 0, FE_BAG_F64 = 1, FE_BAG_F16 = 2, FE_BAG_BF16 = 3 };
+
+#define FE_BAG_BY_INDEX(FN32, FN64, ...)                                                       \
+    ((idx64) ? FN64(w, stride, (const int64_t *)idx, __VA_ARGS__)                             \
+             : FN32(w, stride, (const int32_t *)idx, __VA_ARGS__))
+
+static ptrdiff_t fe_bag_sums(int type, int idx64, const char *w, ptrdiff_t stride,
+                             const void *idx, const ptrdiff_t *bounds, ptrdiff_t b_lo,
+                             ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, const void *psw,
+                             ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)
+{
+#if FE_X86_ASM
+    if (fe_get_isa_level() >= 1 && (type != FE_BAG_F16 || fe_get_use_f16c())) {
+        switch (type) {
+        case FE_BAG_F32:
+            FE_BAG_BY_INDEX(fe_bag_sums_f32_i32, fe_bag_sums_f32_i64, bounds, b_lo, b_hi, n, pad,
+                            (const float *)psw, d, out, out_stride, mean);
+            return b_hi;
+        case FE_BAG_F64:
+            FE_BAG_BY_INDEX(fe_bag_sums_f64_i32, fe_bag_sums_f64_i64, bounds, b_lo, b_hi, n, pad,
+                            (const double *)psw, d, out, out_stride, mean);
+            return b_hi;
+        case FE_BAG_F16:
+            FE_BAG_BY_INDEX(fe_half_bag_sums_i32, fe_half_bag_sums_i64, bounds, b_lo, b_hi, n,
+                            pad, (const uint16_t *)psw, d, out, out_stride, mean);
+            return b_hi;
+        case FE_BAG_BF16:
+            FE_BAG_BY_INDEX(fe_bf16_bag_sums_i32, fe_bf16_bag_sums_i64, bounds, b_lo, b_hi, n,
+                            pad, (const uint16_t *)psw, d, out, out_stride, mean);
+            return b_hi;
+        }
+    }
+#endif
+    (void)type; (void)idx64; (void)w; (void)stride; (void)idx; (void)bounds; (void)b_hi;
+    (void)n; (void)pad; (void)psw; (void)d; (void)out; (void)out_stride; (void)mean;
+    return b_lo;
+}
+
+static ptrdiff_t fe_bag_maxes(int type, int idx64, const char *w, ptrdiff_t stride,
+                              const void *idx, const ptrdiff_t *bounds, ptrdiff_t b_lo,
+                              ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, ptrdiff_t d, char *out,
+                              ptrdiff_t out_stride, int64_t *max_indices)
+{
+#if FE_X86_ASM
+    if (fe_get_isa_level() >= 1 && (type != FE_BAG_F16 || fe_get_use_f16c())) {
+        switch (type) {
+        case FE_BAG_F32:
+            return FE_BAG_BY_INDEX(fe_bag_maxes_f32_i32, fe_bag_maxes_f32_i64, bounds, b_lo,
+                                   b_hi, n, pad, d, out, out_stride, max_indices);
+        case FE_BAG_F64:
+            return FE_BAG_BY_INDEX(fe_bag_maxes_f64_i32, fe_bag_maxes_f64_i64, bounds, b_lo,
+                                   b_hi, n, pad, d, out, out_stride, max_indices);
+        case FE_BAG_F16:
+            return FE_BAG_BY_INDEX(fe_half_bag_maxes_i32, fe_half_bag_maxes_i64, bounds, b_lo,
+                                   b_hi, n, pad, d, out, out_stride, max_indices);
+        case FE_BAG_BF16:
+            return FE_BAG_BY_INDEX(fe_bf16_bag_maxes_i32, fe_bf16_bag_maxes_i64, bounds, b_lo,
+                                   b_hi, n, pad, d, out, out_stride, max_indices);
+        }
+    }
+#endif
+    (void)type; (void)idx64; (void)w; (void)stride; (void)idx; (void)bounds; (void)b_hi;
+    (void)n; (void)pad; (void)d; (void)out; (void)out_stride; (void)max_indices;
+    return b_lo;
+}
+
 
 #endif /* FE_BAG_H */

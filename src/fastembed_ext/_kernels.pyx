@@ -81,72 +81,20 @@ cdef extern from "_fe_add.h" nogil:
     void fe_prefetch_span(const char* p, Py_ssize_t bytes)
 
 cdef extern from "_fe_bag.h" nogil:
-    # bag sums in registers, float32 and float64 (AVX); see the header
-    bint FE_HAVE_BAG_AVX
-    void fe_bag_sums_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                             Py_ssize_t n, int64_t pad, const float* psw, Py_ssize_t d,
-                             char* out, Py_ssize_t out_stride, int mean)
-    void fe_bag_sums_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                             Py_ssize_t n, int64_t pad, const float* psw, Py_ssize_t d,
-                             char* out, Py_ssize_t out_stride, int mean)
-    void fe_bag_sums_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                             Py_ssize_t n, int64_t pad, const double* psw, Py_ssize_t d,
-                             char* out, Py_ssize_t out_stride, int mean)
-    void fe_bag_sums_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                             const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                             Py_ssize_t n, int64_t pad, const double* psw, Py_ssize_t d,
-                             char* out, Py_ssize_t out_stride, int mean)
-    Py_ssize_t fe_bag_maxes_f32_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                    Py_ssize_t out_stride, int64_t* max_indices)
-    Py_ssize_t fe_bag_maxes_f32_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                    Py_ssize_t out_stride, int64_t* max_indices)
-    Py_ssize_t fe_bag_maxes_f64_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                    Py_ssize_t out_stride, int64_t* max_indices)
-    Py_ssize_t fe_bag_maxes_f64_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                    const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                    Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                    Py_ssize_t out_stride, int64_t* max_indices)
-    void fe_half_bag_sums_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
-                              char* out, Py_ssize_t out_stride, int mean)
-    void fe_half_bag_sums_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
-                              char* out, Py_ssize_t out_stride, int mean)
-    Py_ssize_t fe_half_bag_maxes_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                     Py_ssize_t out_stride, int64_t* max_indices)
-    Py_ssize_t fe_half_bag_maxes_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                     Py_ssize_t out_stride, int64_t* max_indices)
-    void fe_bf16_bag_sums_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
-                              char* out, Py_ssize_t out_stride, int mean)
-    void fe_bf16_bag_sums_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                              const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                              Py_ssize_t n, int64_t pad, const uint16_t* psw, Py_ssize_t d,
-                              char* out, Py_ssize_t out_stride, int mean)
-    Py_ssize_t fe_bf16_bag_maxes_i32(const char* w, Py_ssize_t stride, const int32_t* idx,
-                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                     Py_ssize_t out_stride, int64_t* max_indices)
-    Py_ssize_t fe_bf16_bag_maxes_i64(const char* w, Py_ssize_t stride, const int64_t* idx,
-                                     const Py_ssize_t* bounds, Py_ssize_t b_lo, Py_ssize_t b_hi,
-                                     Py_ssize_t n, int64_t pad, Py_ssize_t d, char* out,
-                                     Py_ssize_t out_stride, int64_t* max_indices)
+    # bag sums, means and maxima in registers (AVX; float16 with F16C); see the header
+    enum:
+        FE_BAG_F32
+        FE_BAG_F64
+        FE_BAG_F16
+        FE_BAG_BF16
+    Py_ssize_t fe_bag_sums(int type, int idx64, const char* w, Py_ssize_t stride,
+                           const void* idx, const Py_ssize_t* bounds, Py_ssize_t b_lo,
+                           Py_ssize_t b_hi, Py_ssize_t n, int64_t pad, const void* psw,
+                           Py_ssize_t d, char* out, Py_ssize_t out_stride, int mean)
+    Py_ssize_t fe_bag_maxes(int type, int idx64, const char* w, Py_ssize_t stride,
+                            const void* idx, const Py_ssize_t* bounds, Py_ssize_t b_lo,
+                            Py_ssize_t b_hi, Py_ssize_t n, int64_t pad, Py_ssize_t d,
+                            char* out, Py_ssize_t out_stride, int64_t* max_indices)
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -1276,91 +1224,16 @@ cdef int _naive_scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil
 # --------------------------------------------------------------------------
 # bags: out[b] = reduce over the entries of bag b (sum, mean or max)
 
-cdef inline void _bag_sums_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
-                                        Py_ssize_t b_hi, value_t* _v) noexcept nogil:
-    # the bags' sums (or weighted sums, or means) from registers, each row
-    # written once
-    cdef int mean = a.mode == BAG_MEAN
-    if value_t is bf16_t:
-        if index_t is int32_t:
-            fe_bf16_bag_sums_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
-                                 a.out.data, a.out.stride, mean)
-        else:
-            fe_bf16_bag_sums_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
-                                 a.out.data, a.out.stride, mean)
-    elif value_t is uint16_t:
-        if index_t is int32_t:
-            fe_half_bag_sums_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
-                                 a.out.data, a.out.stride, mean)
-        else:
-            fe_half_bag_sums_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                 a.idx.n, a.padding_idx, <const uint16_t*>a.psw, a.out.d,
-                                 a.out.data, a.out.stride, mean)
-    elif value_t is float:
-        if index_t is int32_t:
-            fe_bag_sums_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                a.idx.n, a.padding_idx, <const float*>a.psw, a.out.d,
-                                a.out.data, a.out.stride, mean)
-        else:
-            fe_bag_sums_f32_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                a.idx.n, a.padding_idx, <const float*>a.psw, a.out.d,
-                                a.out.data, a.out.stride, mean)
+cdef inline int _bag_type(value_t* _v) noexcept nogil:
+    # the header's name for the value type
+    if value_t is float:
+        return FE_BAG_F32
     elif value_t is double:
-        if index_t is int32_t:
-            fe_bag_sums_f64_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                a.idx.n, a.padding_idx, <const double*>a.psw, a.out.d,
-                                a.out.data, a.out.stride, mean)
-        else:
-            fe_bag_sums_f64_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo, b_hi,
-                                a.idx.n, a.padding_idx, <const double*>a.psw, a.out.d,
-                                a.out.data, a.out.stride, mean)
-
-
-cdef inline Py_ssize_t _bag_maxes_in_registers(BagArgs* a, const index_t* idx, Py_ssize_t b_lo,
-                                               Py_ssize_t b_hi, value_t* _v) noexcept nogil:
-    # the bags' maxima and max_indices from registers; returns the first bag
-    # not written (b_lo where there is no such kernel, b_hi when all are
-    # written)
-    if value_t is bf16_t:
-        if index_t is int32_t:
-            return fe_bf16_bag_maxes_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                         a.out.stride, a.max_indices)
-        else:
-            return fe_bf16_bag_maxes_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                         a.out.stride, a.max_indices)
-    elif value_t is uint16_t:
-        if index_t is int32_t:
-            return fe_half_bag_maxes_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                         a.out.stride, a.max_indices)
-        else:
-            return fe_half_bag_maxes_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                         b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                         a.out.stride, a.max_indices)
-    elif value_t is float:
-        if index_t is int32_t:
-            return fe_bag_maxes_f32_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                        a.out.stride, a.max_indices)
-        else:
-            return fe_bag_maxes_f32_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                        a.out.stride, a.max_indices)
-    elif value_t is double:
-        if index_t is int32_t:
-            return fe_bag_maxes_f64_i32(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                        a.out.stride, a.max_indices)
-        else:
-            return fe_bag_maxes_f64_i64(a.weight.data, a.weight.stride, idx, a.bounds, b_lo,
-                                        b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
-                                        a.out.stride, a.max_indices)
-    return b_lo
+        return FE_BAG_F64
+    elif value_t is bf16_t:
+        return FE_BAG_BF16
+    else:  # uint16_t: float16
+        return FE_BAG_F16
 
 
 cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t b_hi,
@@ -1369,18 +1242,17 @@ cdef void _bag_range(BagArgs* a, const index_t* idx, Py_ssize_t b_lo, Py_ssize_t
     cdef const value_t* psw = <const value_t*>a.psw
     cdef value_t* row
     cdef const value_t* src
-    # float32, float64, bfloat16 and (with F16C) float16 bags accumulate in
-    # registers (bench/test_layers.py: the bag groups)
-    cdef bint in_registers = (FE_HAVE_BAG_AVX and fe_get_isa_level() >= 1
-                              and (value_t is float or value_t is double or value_t is bf16_t
-                                   or (value_t is uint16_t and fe_get_use_f16c())))
-    if in_registers and a.mode != BAG_MAX:
-        _bag_sums_in_registers(a, idx, b_lo, b_hi, _v)
-        return
-    if in_registers:
-        # the rest (a bag too long for the kernel's positions, and the bags
-        # after it) element by element
-        b_lo = _bag_maxes_in_registers(a, idx, b_lo, b_hi, _v)
+    # the bags the kernels in registers write (bench/test_layers.py: the bag
+    # groups); the rest, if any, element by element below
+    cdef int idx64 = index_t is int64_t
+    if a.mode == BAG_MAX:
+        b_lo = fe_bag_maxes(_bag_type(_v), idx64, a.weight.data, a.weight.stride, idx, a.bounds,
+                            b_lo, b_hi, a.idx.n, a.padding_idx, a.out.d, a.out.data,
+                            a.out.stride, a.max_indices)
+    else:
+        b_lo = fe_bag_sums(_bag_type(_v), idx64, a.weight.data, a.weight.stride, idx, a.bounds,
+                           b_lo, b_hi, a.idx.n, a.padding_idx, a.psw, a.out.d, a.out.data,
+                           a.out.stride, a.mode == BAG_MEAN)
     for b in range(b_lo, b_hi):
         row = _row(&a.out, b, _v)
         memset(row, 0, d * sizeof(value_t))
