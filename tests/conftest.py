@@ -309,6 +309,7 @@ def _threaded_scatter_on_any_machine():
     yield
     _kernels.scatter_heuristics(True)
     _kernels.use_f16c(True)
+    _kernels.use_avx2(True)
     _kernels.set_isa_level(2)
 
 
@@ -336,6 +337,17 @@ def f16c(request):
         pytest.skip("this CPU has no F16C")
     yield state
     _kernels.use_f16c(True)
+
+
+@pytest.fixture(params=[True, False], ids=["avx2_on", "avx2_off"])
+def avx2(request):
+    """The AVX2 bag kernels on (where the CPU has AVX2) and off (their AVX builds)."""
+    on = request.param
+    state = _kernels.use_avx2(on)
+    if on and not state:
+        pytest.skip("this CPU has no AVX2")
+    yield state
+    _kernels.use_avx2(True)
 
 
 @pytest.fixture

@@ -39,6 +39,12 @@
 
 #define FE_BAG_PREFETCH 16
 
+/* whether the AVX2 builds run where the CPU has AVX2 (the tests turn it off
+   to run the AVX builds on the same CPU) */
+static int fe_bag_use_avx2 = 0;
+static void fe_set_bag_avx2(int on) { fe_bag_use_avx2 = on ? fe_cpu_has_avx2() : 0; }
+static int fe_get_bag_avx2(void) { return fe_bag_use_avx2; }
+
 #if FE_X86_ASM
 #include <immintrin.h>
 
@@ -494,17 +500,22 @@ static inline __m256 fe_half_load8(const uint16_t *p, ptrdiff_t m)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b));
 }
 
-__attribute__((target("avx,f16c")))
-static inline void fe_half_store8(uint16_t *p, __m256 x, ptrdiff_t m)
+/* 8 raw values (m of them) into p */
+__attribute__((target("avx")))
+static inline void fe_half_put8(uint16_t *p, __m128i h, ptrdiff_t m)
 {
     uint16_t b[8];
-    __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
     if (m == 8) {
         _mm_storeu_si128((__m128i *)p, h);
         return;
     }
     _mm_storeu_si128((__m128i *)b, h);
     memcpy(p, b, (size_t)m * sizeof(uint16_t));
+}
+__attribute__((target("avx,f16c")))
+static inline void fe_half_store8(uint16_t *p, __m256 x, ptrdiff_t m)
+{
+    fe_half_put8(p, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT), m);
 }
 
 /* acc + the entry's lanes (times s when weighted), each step rounded */
@@ -749,11 +760,25 @@ FE_HALF_BAG_MAXES(fe_half_bag_maxes_i64, int64_t, "avx,f16c", _mm256_cvtph_ps, f
                   fe_half_pack8)
 
 /*
- * bfloat16 bags, by the same two kernels (AVX only).  ml_dtypes adds
- * bfloat16 by widening both operands to float32 (the bits shifted up: exact),
- * adding, and rounding back to nearest even, a NaN becoming 0x7fc0 with the
- * float32 NaN's sign (_fe_half.h, fe_float_to_bf16): so the rounding here is
- * that integer rounding, four lanes at a time, the NaN lanes replaced after.
+ * bfloat16 bags, by the same two kernels.  ml_dtypes adds bfloat16 by
+ * widening both operands to float32 (the bits shifted up: exact), adding,
+ * and rounding back to nearest even, a NaN becoming 0x7fc0 with the float32
+ * NaN's sign (_fe_half.h, fe_float_to_bf16): so the rounding here is that
+ * integer rounding, u + 0x7fff + (bit 16 of u), the low half cleared.
+ *
+ * The NaN rule is applied once, when a sum is stored, not after every add.
+ * Every value in an accumulator has its low 16 bits clear (a widened
+ * bfloat16, or a rounded sum), so a NaN that an add or a product makes has
+ * them clear too (a NaN operand, quieted, or the default NaN), and the
+ * integer rounding leaves it as it is.  A NaN, once in a sum, stays; which
+ * of two NaNs an add returns depends on the operands' order only, never on
+ * their payloads.  So the sum's NaN has the sign of the reference's, which
+ * dropped the payload at every step, and storing 0x7fc0 with that sign gives
+ * the reference's bits.  That takes four instructions per eight lanes out of
+ * every add.
+ *
+ * Two builds of the kernels: AVX, where an integer instruction takes four
+ * lanes, and AVX2 (chosen at run time, fe_bag_use_avx2), eight.
  */
 __attribute__((target("avx")))
 static inline __m256 fe_bf16_widen8(__m128i h)
@@ -765,18 +790,24 @@ static inline __m256 fe_bf16_widen8(__m128i h)
 __attribute__((target("avx")))
 static inline __m128i fe_bf16_round4(__m128i u)
 {
-    /* u + 0x7fff + (bit 16 of u), the low half cleared */
     __m128i odd = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1));
     u = _mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), odd);
     return _mm_and_si128(u, _mm_set1_epi32((int32_t)0xffff0000u));
 }
+/* float32 lanes rounded to bfloat16 and widened back, a NaN left as it is */
 __attribute__((target("avx")))
 static inline __m256 fe_bf16_round_ps(__m256 x)
 {
     __m256i u = _mm256_castps_si256(x);
     __m128i lo = fe_bf16_round4(_mm256_castsi256_si128(u));
     __m128i hi = fe_bf16_round4(_mm256_extractf128_si256(u, 1));
-    __m256 r = _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+    return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+/* rounded lanes r of x with the NaN rule: a NaN lane of x becomes 0x7fc0
+   with its sign */
+__attribute__((target("avx")))
+static inline __m256 fe_bf16_nan_rule(__m256 r, __m256 x)
+{
     __m256 sign = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)0x80000000u)));
     __m256 nan = _mm256_or_ps(sign, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)));
     return fe_bag_blend_ps(r, nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
@@ -796,19 +827,37 @@ static inline __m256 fe_bf16_load8(const uint16_t *p, ptrdiff_t m)
 __attribute__((target("avx")))
 static inline void fe_bf16_store8(uint16_t *p, __m256 x, ptrdiff_t m)
 {
-    uint16_t b[8];
-    __m128i h = fe_bf16_pack8(fe_bf16_round_ps(x));
-    if (m == 8) {
-        _mm_storeu_si128((__m128i *)p, h);
-        return;
-    }
-    _mm_storeu_si128((__m128i *)b, h);
-    memcpy(p, b, (size_t)m * sizeof(uint16_t));
+    fe_half_put8(p, fe_bf16_pack8(fe_bf16_nan_rule(fe_bf16_round_ps(x), x)), m);
 }
 FE_HALF_BAG_SUMS(fe_bf16_bag_sums_i32, int32_t, "avx", fe_bf16_load8, fe_bf16_round_ps,
                  fe_bf16_store8, fe_bf16_to_float)
 FE_HALF_BAG_SUMS(fe_bf16_bag_sums_i64, int64_t, "avx", fe_bf16_load8, fe_bf16_round_ps,
                  fe_bf16_store8, fe_bf16_to_float)
+
+/* the same with AVX2's eight-lane integer instructions */
+__attribute__((target("avx2")))
+static inline __m256 fe_bf16_load8_avx2(const uint16_t *p, ptrdiff_t m)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(fe_half_raw8(p, m)), 16));
+}
+__attribute__((target("avx2")))
+static inline __m256 fe_bf16_round_ps_avx2(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    u = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+    return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int32_t)0xffff0000u)));
+}
+__attribute__((target("avx2")))
+static inline void fe_bf16_store8_avx2(uint16_t *p, __m256 x, ptrdiff_t m)
+{
+    fe_half_put8(p, fe_bf16_pack8(fe_bf16_nan_rule(fe_bf16_round_ps_avx2(x), x)), m);
+}
+FE_HALF_BAG_SUMS(fe_bf16_bag_sums_avx2_i32, int32_t, "avx2", fe_bf16_load8_avx2,
+                 fe_bf16_round_ps_avx2, fe_bf16_store8_avx2, fe_bf16_to_float)
+FE_HALF_BAG_SUMS(fe_bf16_bag_sums_avx2_i64, int64_t, "avx2", fe_bf16_load8_avx2,
+                 fe_bf16_round_ps_avx2, fe_bf16_store8_avx2, fe_bf16_to_float)
+
 FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i32, int32_t, "avx", fe_bf16_widen8, fe_bf16_widen8,
                   fe_bf16_pack8)
 FE_HALF_BAG_MAXES(fe_bf16_bag_maxes_i64, int64_t, "avx", fe_bf16_widen8, fe_bf16_widen8,
@@ -856,8 +905,14 @@ static ptrdiff_t fe_bag_sums(int type, int idx64, const char *w, ptrdiff_t strid
                             pad, (const uint16_t *)psw, d, out, out_stride, mean);
             return b_hi;
         case FE_BAG_BF16:
-            FE_BAG_BY_INDEX(fe_bf16_bag_sums_i32, fe_bf16_bag_sums_i64, bounds, b_lo, b_hi, n,
-                            pad, (const uint16_t *)psw, d, out, out_stride, mean);
+            if (fe_bag_use_avx2) {
+                FE_BAG_BY_INDEX(fe_bf16_bag_sums_avx2_i32, fe_bf16_bag_sums_avx2_i64, bounds,
+                                b_lo, b_hi, n, pad, (const uint16_t *)psw, d, out, out_stride,
+                                mean);
+            } else {
+                FE_BAG_BY_INDEX(fe_bf16_bag_sums_i32, fe_bf16_bag_sums_i64, bounds, b_lo, b_hi,
+                                n, pad, (const uint16_t *)psw, d, out, out_stride, mean);
+            }
             return b_hi;
         }
     }

@@ -95,6 +95,8 @@ cdef extern from "_fe_bag.h" nogil:
                             const void* idx, const Py_ssize_t* bounds, Py_ssize_t b_lo,
                             Py_ssize_t b_hi, Py_ssize_t n, int64_t pad, Py_ssize_t d,
                             char* out, Py_ssize_t out_stride, int64_t* max_indices)
+    void fe_set_bag_avx2(int on)
+    int fe_get_bag_avx2()
 
 cdef extern from "_fe_half.h" nogil:
     # float16 and bfloat16: conversions and the rounding row adds
@@ -235,6 +237,7 @@ cdef Py_ssize_t GATHER_STREAM_MIN_ROW_BYTES = 512
 cdef Py_ssize_t STREAM_PREFETCH_BYTES = 4096
 
 fe_set_use_f16c(1)
+fe_set_bag_avx2(1)
 fe_set_isa_level(2)
 fe_engine_init()
 
@@ -2337,6 +2340,13 @@ def use_f16c(bint on):
 
 def f16c_active():
     return bool(fe_get_use_f16c())
+
+
+def use_avx2(bint on):
+    """Turn the AVX2 bag kernels (bfloat16 sums and means) on (where the CPU has
+    AVX2) or off, leaving their AVX builds; returns the new state."""
+    fe_set_bag_avx2(on)
+    return bool(fe_get_bag_avx2())
 
 
 def set_isa_level(int cap):
