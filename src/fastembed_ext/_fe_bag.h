@@ -532,13 +532,13 @@ static inline void fe_half_store8(uint16_t *p, __m256 x, ptrdiff_t m)
  * block is 64 lanes (eight registers, 128 bytes of each row).
  */
 #define FE_HALF_BAG_SUMS(NAME, INDEX_T, TGT, LOAD8, ROUND, STORE8, TO_FLOAT)                   \
-__attribute__((target(TGT)))                                                                   \
-static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrdiff_t *bounds, \
-                 ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, const uint16_t *psw, \
-                 ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)                       \
+__attribute__((target(TGT))) static inline __attribute__((always_inline)) void                 \
+NAME##_bags(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrdiff_t *bounds,      \
+            ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, const uint16_t *psw,     \
+            ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)                            \
 {                                                                                              \
     ptrdiff_t b, j0, k, v;                                                                     \
-    const int weighted = psw != NULL;                                                          \
+    const int weighted = psw != NULL;   /* a constant where NAME calls it */                  \
     for (b = b_lo; b < b_hi; b++) {                                                            \
         uint16_t *row = (uint16_t *)(out + b * out_stride);                                    \
         ptrdiff_t lo = bounds[b], hi = bounds[b + 1], count = hi - lo;                         \
@@ -612,6 +612,17 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
                 STORE8(row + v, a, m);                                                 \
             }                                                                                  \
         }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+__attribute__((target(TGT)))                                                                   \
+static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrdiff_t *bounds, \
+                 ptrdiff_t b_lo, ptrdiff_t b_hi, ptrdiff_t n, int64_t pad, const uint16_t *psw, \
+                 ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)                       \
+{                                                                                              \
+    if (psw == NULL) {                                                                         \
+        NAME##_bags(w, stride, idx, bounds, b_lo, b_hi, n, pad, NULL, d, out, out_stride, mean); \
+    } else {                                                                                   \
+        NAME##_bags(w, stride, idx, bounds, b_lo, b_hi, n, pad, psw, d, out, out_stride, mean); \
     }                                                                                          \
 }
 FE_HALF_BAG_SUMS(fe_half_bag_sums_i32, int32_t, "avx,f16c", fe_half_load8, fe_half_round_ps,
