@@ -26,7 +26,8 @@
  * 16-bit floats, float16 with F16C and bfloat16 (FE_HALF_BAG_SUMS,
  * FE_HALF_BAG_MAXES), each rounding as NumPy or ml_dtypes does.
  *
- * AVX (checked at run time by the caller); other CPUs take the generic path.
+ * AVX (checked at run time by the caller), and for bfloat16 sums a second
+ * build for AVX2 (fe_bag_use_avx2); other CPUs take the generic path.
  */
 #ifndef FE_BAG_H
 #define FE_BAG_H

@@ -81,7 +81,8 @@ cdef extern from "_fe_add.h" nogil:
     void fe_prefetch_span(const char* p, Py_ssize_t bytes)
 
 cdef extern from "_fe_bag.h" nogil:
-    # bag sums, means and maxima in registers (AVX; float16 with F16C); see the header
+    # bag sums, means and maxima in registers (AVX; float16 with F16C; bfloat16
+    # sums also built for AVX2); see the header
     enum:
         FE_BAG_F32
         FE_BAG_F64
