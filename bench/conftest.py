@@ -55,6 +55,20 @@ def cached(key, make):
     return _cache[key]
 
 
+def prefaulted(a):
+    """``a`` with every page written once, before any clock starts.
+
+    A large ``np.zeros`` or ``np.empty`` is mapped lazily, so the first call
+    that writes it takes a page fault per 4 KiB page (25 000 for a 100 MB
+    table), and pytest-benchmark sizes a test's rounds from that first call:
+    6-9 rounds in place of about 100 for scatter_add at T=200000 d=128, which
+    left that median to a handful of calls.  The benchmarks time the kernels,
+    for every backend alike, not the first touch of a buffer.
+    """
+    a.fill(0)
+    return a
+
+
 def table(T, d, dtype=np.float32):
     def make():
         rng = np.random.default_rng(1)

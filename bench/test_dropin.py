@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext
-from conftest import describe, grads, indices, table
+from conftest import describe, grads, indices, prefaulted, table
 
 ROW_T, ROW_B = 30_000, 65_536
 ROW_D = (16, 64, 128)  # (not "d": conftest parametrizes that name with its own grid)
@@ -120,7 +120,7 @@ def test_add_at_rows(benchmark, one_thread, backend, width):
     d = width
     idx = indices(ROW_T, "uniform", "int64", ROW_B)
     g = grads(d, np.float32, ROW_B)
-    gw = np.zeros((ROW_T, d), np.float32)
+    gw = prefaulted(np.zeros((ROW_T, d), np.float32))
     benchmark.group = f"add_at rows: float32 T={ROW_T} d={d} B={ROW_B} 1 thread"
     describe(benchmark, backend, 1)
     fastembed_ext.patch_stats(reset=True)

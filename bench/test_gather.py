@@ -11,7 +11,7 @@ import pytest
 
 import fastembed_ext
 from fastembed_ext import _kernels
-from conftest import B, THREADS, backend_threads, describe, indices, table, torch_or_skip
+from conftest import B, THREADS, backend_threads, describe, indices, prefaulted, table, torch_or_skip
 
 INTO_OUT = ["numpy-take-clip", "cython-1", f"cython-{THREADS}", "torch-1", f"torch-{THREADS}",
             "copy-1", f"copy-{THREADS}"]
@@ -26,7 +26,7 @@ def _group(op, T, d, dist, index_dtype):
 def test_gather_into_out(benchmark, backend, T, d, dist, index_dtype):
     w = table(T, d)
     idx = indices(T, dist, index_dtype)
-    out = np.empty((B, d), np.float32)
+    out = prefaulted(np.empty((B, d), np.float32))
     name, n = backend_threads(backend)
     benchmark.group = _group("gather(out=)", T, d, dist, index_dtype)
     describe(benchmark, name, n)

@@ -5,7 +5,7 @@ import pytest
 
 import fastembed_ext
 from fastembed_ext import _reference
-from conftest import THREADS, backend_threads, cached, describe, indices, table, torch_or_skip
+from conftest import THREADS, backend_threads, cached, describe, indices, prefaulted, table, torch_or_skip
 
 # (T, d, entries per bag, bags): the shapes PyTorch's FBGEMM path is measured at
 BAG_SHAPES = [(1_000_000, 64, 20, 16384), (100_000, 128, 100, 4096), (1_000_000, 256, 4, 16384)]
@@ -162,7 +162,7 @@ def test_optimizer_step(benchmark, backend, step):
     w = table(T, d).copy()
     idx = indices(T, "zipf", "int64", size=65536)
     g = cached(("opt-grad", d), lambda: (np.random.default_rng(7).random((65536, d), dtype=np.float32) - 0.5) * 1e-3)
-    state = np.zeros((T,) if step == "rowwise_adagrad" else (T, d), np.float32)
+    state = prefaulted(np.zeros((T,) if step == "rowwise_adagrad" else (T, d), np.float32))
     name, n = backend_threads(backend)
     benchmark.group = f"{step}_step float32 T={T} d={d} B=65536 zipf"
     describe(benchmark, name, n)

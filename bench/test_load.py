@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext
-from conftest import describe
+from conftest import describe, prefaulted
 
 T, D, B = 200_000, 128, 65536
 PROCESSES = int(os.environ.get("FASTEMBED_EXT_BENCH_PROCESSES", str(os.cpu_count() or 2)))
@@ -32,6 +32,8 @@ WORKER = textwrap.dedent("""
     idx = rng.integers(0, T, B)
     g = rng.random((B, D), dtype=np.float32)
     out = np.empty((B, D), np.float32)
+    gw.fill(0)                                # pages faulted in before the clock (conftest.prefaulted)
+    out.fill(0)
     print("ready", flush=True)
     for line in sys.stdin:                    # "<calls> <threads or default>"
         calls, threads = line.split()
@@ -47,9 +49,9 @@ WORKER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def inputs():
     rng = np.random.default_rng(11)
-    return (rng.random((T, D), dtype=np.float32), np.zeros((T, D), np.float32),
+    return (rng.random((T, D), dtype=np.float32), prefaulted(np.zeros((T, D), np.float32)),
             rng.integers(0, T, B), rng.random((B, D), dtype=np.float32),
-            np.empty((B, D), np.float32))
+            prefaulted(np.empty((B, D), np.float32)))
 
 
 @pytest.fixture(params=["quiet", "busy-neighbour"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastembed_ext
-from conftest import B, BACKENDS, backend_threads, describe, grads, indices, torch_or_skip
+from conftest import B, BACKENDS, backend_threads, describe, grads, indices, prefaulted, torch_or_skip
 
 
 def _group(op, dtype, T, d, dist, index_dtype):
@@ -14,7 +14,7 @@ def _group(op, dtype, T, d, dist, index_dtype):
 def test_scatter_add(benchmark, backend, T, d, dist, index_dtype):
     idx = indices(T, dist, index_dtype)
     g = grads(d)
-    gw = np.zeros((T, d), np.float32)
+    gw = prefaulted(np.zeros((T, d), np.float32))
     name, n = backend_threads(backend)
     benchmark.group = _group("scatter_add", "float32", T, d, dist, index_dtype)
     describe(benchmark, name, n)
@@ -36,7 +36,7 @@ def test_scatter_add_float16(benchmark, backend, T, dist):
     d, index_dtype = 128, "int64"
     idx = indices(T, dist, index_dtype)
     g = grads(d, np.float16)
-    gw = np.zeros((T, d), np.float16)
+    gw = prefaulted(np.zeros((T, d), np.float16))
     name, n = backend_threads(backend)
     benchmark.group = _group("scatter_add", "float16", T, d, dist, index_dtype)
     describe(benchmark, name, n)
