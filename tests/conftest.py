@@ -328,26 +328,25 @@ def isa_level(request):
     _kernels.set_isa_level(2)
 
 
-@pytest.fixture(params=[True, False], ids=["f16c_on", "f16c_off"])
-def f16c(request):
-    """The F16C float16 path on (where the CPU has it) and off (portable conversions)."""
-    on = request.param
-    state = _kernels.use_f16c(on)
-    if on and not state:
-        pytest.skip("this CPU has no F16C")
-    yield state
-    _kernels.use_f16c(True)
+def _cpu_switch(name, switch, what):
+    """A fixture that runs a test with the kernels' `switch` on (where the CPU
+    has `name`) and off, and turns it back on after."""
+    @pytest.fixture(name=name, params=[True, False], ids=[f"{name}_on", f"{name}_off"])
+    def fixture(request):
+        on = request.param
+        state = switch(on)
+        if on and not state:
+            pytest.skip(f"this CPU has no {name.upper()}")
+        yield state
+        switch(True)
+    fixture.__doc__ = what
+    return fixture
 
 
-@pytest.fixture(params=[True, False], ids=["avx2_on", "avx2_off"])
-def avx2(request):
-    """The AVX2 bag kernels on (where the CPU has AVX2) and off (their AVX builds)."""
-    on = request.param
-    state = _kernels.use_avx2(on)
-    if on and not state:
-        pytest.skip("this CPU has no AVX2")
-    yield state
-    _kernels.use_avx2(True)
+f16c = _cpu_switch("f16c", _kernels.use_f16c,
+                   "The F16C float16 path on (where the CPU has it) and off (portable conversions).")
+avx2 = _cpu_switch("avx2", _kernels.use_avx2,
+                   "The AVX2 bag kernels on (where the CPU has AVX2) and off (their AVX builds).")
 
 
 @pytest.fixture

@@ -241,6 +241,23 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
     }                                                                                          \
 }
 
+/* `first` = the bag [lo, hi)'s first entry that is not padding; where there
+   is none (first == hi), the bag's d outputs are zeros and its max_indices -1 */
+#define FE_BAG_FIRST_KEPT(first, idx, lo, hi, pad, row, mi, d)                                  \
+    do {                                                                                       \
+        ptrdiff_t t_;                                                                          \
+        (first) = (lo);                                                                        \
+        while ((first) < (hi) && (int64_t)(idx)[first] == (pad)) {                             \
+            (first)++;                                                                         \
+        }                                                                                      \
+        if ((first) == (hi)) {                                                                 \
+            for (t_ = 0; t_ < (d); t_++) {                                                     \
+                (row)[t_] = 0;                                                                 \
+                (mi)[t_] = -1;                                                                 \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
 /*
  * Bag maxima in registers: per column, the bag's first entry (padding left
  * out) starts the maximum and a later entry replaces it only if strictly
@@ -269,18 +286,12 @@ NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdiff_t lo, ptrdiff_
 {                                                                                              \
     enum { BLOCK = 4 * LANES, BLOCK_BYTES = 4 * LANES * (int)sizeof(T) };                      \
     POS_T pos[BLOCK];                                                                          \
-    ptrdiff_t first = lo, j0, k, t;                                                            \
+    ptrdiff_t first, j0, k, t;                                                                 \
     if (sizeof(POS_T) < sizeof(int64_t) && hi - lo > INT32_MAX) {                              \
         return -1;                                                                             \
     }                                                                                          \
-    while (first < hi && (int64_t)idx[first] == pad) {                                         \
-        first++;                                                                               \
-    }                                                                                          \
+    FE_BAG_FIRST_KEPT(first, idx, lo, hi, pad, out, max_indices, d);                           \
     if (first == hi) {                                                                         \
-        for (t = 0; t < d; t++) {                                                              \
-            out[t] = 0;                                                                        \
-            max_indices[t] = -1;                                                               \
-        }                                                                                      \
         return 0;                                                                              \
     }                                                                                          \
     for (j0 = 0; j0 + BLOCK <= d; j0 += BLOCK) {                                               \
@@ -699,22 +710,16 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
                       int64_t pad, ptrdiff_t d, char *out, ptrdiff_t out_stride,              \
                       int64_t *max_indices)                                                    \
 {                                                                                              \
-    ptrdiff_t b, j0, k, t;                                                                     \
+    ptrdiff_t b, j0, k;                                                                        \
     for (b = b_lo; b < b_hi; b++) {                                                            \
         uint16_t *row = (uint16_t *)(out + b * out_stride);                                    \
         int64_t *mi = max_indices + b * d;                                                     \
-        ptrdiff_t lo = bounds[b], hi = bounds[b + 1], first = lo;                              \
+        ptrdiff_t lo = bounds[b], hi = bounds[b + 1], first;                                   \
         if (hi - lo > INT32_MAX) {                                                             \
             return b;                                                                          \
         }                                                                                      \
-        while (first < hi && (int64_t)idx[first] == pad) {                                    \
-            first++;                                                                           \
-        }                                                                                      \
+        FE_BAG_FIRST_KEPT(first, idx, lo, hi, pad, row, mi, d);                                \
         if (first == hi) {                                                                     \
-            for (t = 0; t < d; t++) {                                                          \
-                row[t] = 0;                                                                    \
-                mi[t] = -1;                                                                    \
-            }                                                                                  \
             continue;                                                                          \
         }                                                                                      \
         for (j0 = 0; j0 + 16 <= d; j0 += 16) {                                                 \
