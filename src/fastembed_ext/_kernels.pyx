@@ -21,7 +21,7 @@
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, malloc, free
-from libc.math cimport exp, fabs, pow, sqrt, sqrtf, isnan, INFINITY
+from libc.math cimport fabs, pow, sqrt, sqrtf, isnan, INFINITY
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -1018,10 +1018,15 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # (_scatter_split_part): with uniform ids, 1 - exp(-n / (2 T)) of the
     # second half, 15% at T=200000 and 3% at T=1M for n=65536.  The thread
     # that finishes part 0 applies part 1's deferred updates while part 1
-    # still runs (_scatter_follow), and part 0 is shortened by half of them
-    # so that it usually finishes first; a second pass splits what is left
-    # by rows (_scatter_deferred_lane).  Following, against the second pass
-    # alone (2 threads / 1, builds alternated in one process, 3 runs):
+    # still runs (_scatter_follow); a second pass splits what is left by
+    # rows (_scatter_deferred_lane).  The parts are equal: part 0 shortened
+    # by half of part 1's expected deferrals, so that it would finish first,
+    # took 1.01-1.12x the time of equal halves at T=200000 and 1.01-1.05x at
+    # T=1M, d=64/128, and 0.99x at d=768 (2 threads, builds alternated in one
+    # process, 3 runs of 31-41 rounds, with the deferred updates' rows no
+    # longer prefetched by the part that defers them).  Following, against
+    # the second pass alone (2 threads / 1, builds alternated in one
+    # process, 3 runs, part 0 then shortened):
     # T=200000 d=64/128/768 1.14-1.61x/1.43-1.49x/1.42-1.49x, from
     # 1.07-1.41x/1.23-1.38x/1.37-1.46x; T=1M 1.47-1.66x/1.68-1.81x/1.47-1.67x,
     # from 1.25-1.59x/1.54-1.75x/1.43-1.67x.  With equal halves part 1
@@ -1148,12 +1153,6 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
         a.nsplit = nparts
         for p in range(a.nsplit + 1):
             a.starts[p] = n * p // a.nsplit
-        # part 0's thread goes on to follow part 1 (_scatter_follow): it
-        # gives up half the updates part 1 is expected to defer, uniform ids
-        # into T rows deferring 1 - exp(-starts[1] / T) of them
-        a.starts[1] -= <Py_ssize_t>((n - a.starts[1]) * (1.0 - exp(-<double>a.starts[1] / a.table.n)) / 2)
-        if a.starts[1] < 0:
-            a.starts[1] = 0   # many parts on a small table (with the judgement off)
         memset(a.nlater, 0, sizeof(a.nlater))
         memset(a.part_state, 0, sizeof(a.part_state))
         memset(a.applied, 0, sizeof(a.applied))
