@@ -181,12 +181,15 @@ def test_split_scatter_on_a_table_far_larger_than_the_batch(num_threads):
 
 
 @pytest.mark.parametrize("num_threads", [2, 8, 64])
-def test_split_scatter_on_a_table_far_smaller_than_the_batch(num_threads):
-    # T << n, split by position (as tests force it): part 0 gives up half the
-    # updates part 1 is expected to defer, which here is more than it has, so
-    # it is left empty; nearly every update of the later parts is deferred
+@pytest.mark.parametrize("B", [6_000, 40])
+def test_split_scatter_on_a_table_far_smaller_than_the_batch(num_threads, B):
+    # T << n, split by position (as tests force it): nearly every update of
+    # the later parts is deferred, more than the thread that follows a part
+    # applies between two looks at it, so it stops once that part is done and
+    # the second pass applies the rest; with fewer updates than parts, some
+    # parts are empty
     rng = np.random.default_rng(num_threads)
-    T, B, d = 50, 6_000, 32
+    T, d = 50, 32
     idx = rng.integers(0, T, B)
     for dtype in (np.float32, np.float64):
         base = _specials(rng, (T, d), dtype)

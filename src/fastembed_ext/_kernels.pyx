@@ -210,6 +210,9 @@ cdef Py_ssize_t SCATTER_ROWS_MIN_TABLE_TO_STREAMED = 8
 cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
 # polls of a part that defers nothing new before _scatter_follow gives up on it
 cdef Py_ssize_t FOLLOW_PATIENCE = 1024
+# the most deferred updates _scatter_follow applies between two looks at the
+# part it follows (a few tens of microseconds)
+cdef Py_ssize_t FOLLOW_BATCH = 256
 
 cdef enum:
     SCATTER_MAX_PARTS = 64
@@ -860,9 +863,11 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
     # row.  The second pass then has only what no thread followed.  It
     # follows only once every part is claimed (else its thread goes back to
     # claim one: nothing waits on a part no thread runs), never begins a part
-    # already done (the second pass splits those by rows), and gives up on a
-    # part that defers nothing new for FOLLOW_PATIENCE polls (its thread
-    # descheduled).
+    # already done (the second pass splits those by rows), stops following
+    # one that is done with more than FOLLOW_BATCH of its deferred updates
+    # still to apply (its thread is free: the second pass splits them by
+    # rows), and gives up on a part that defers nothing new for
+    # FOLLOW_PATIENCE polls (its thread descheduled).
     cdef Py_ssize_t q, state, avail, idle
     cdef bint claimed = False
     if not fe_try_take(&a.follower):
@@ -882,7 +887,11 @@ cdef void _scatter_follow(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nog
                 break
             state = fe_load_acquire(&a.part_state[q])   # before the count: done means final
             avail = fe_load_acquire(&a.nlater[q])
+            if state == 2 and avail - a.applied[q] > FOLLOW_BATCH:
+                break   # q's thread is free: the second pass splits the rest by rows
             if a.applied[q] < avail:
+                if avail > a.applied[q] + FOLLOW_BATCH:
+                    avail = a.applied[q] + FOLLOW_BATCH
                 _scatter_part(a, 0, a.table.n, a.applied[q], avail,
                               a.deferred + a.starts[q], _v, _i)
                 a.applied[q] = avail
