@@ -792,6 +792,14 @@ cdef inline Py_ssize_t _seen_bit(ScatterArgs* a, Py_ssize_t i) noexcept nogil:
     return <Py_ssize_t>((<uint64_t>i * 0x9E3779B97F4A7C15ULL) >> a.seen_shift)
 
 
+cdef inline bint _named_before(ScatterArgs* a, const uint64_t* seen, Py_ssize_t i) noexcept nogil:
+    # whether row i is in a part's set of earlier rows (none for part 0: seen NULL)
+    if seen == NULL:
+        return False
+    i = _seen_bit(a, i)
+    return (seen[i >> 6] >> (i & 63)) & 1
+
+
 cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
                               index_t* _i) noexcept nogil:
     # Part p of a split scatter-add: the updates k in [starts[p], starts[p + 1]).
@@ -826,16 +834,14 @@ cdef void _scatter_split_part(ScatterArgs* a, Py_ssize_t p, value_t* _v,
         # at d=64 and 0.93-0.99 at d=128; 1.00-1.02 at d=768, in one run)
         if k + PREFETCH_AHEAD < hi:
             i = idx[k + PREFETCH_AHEAD]
-            j = _seen_bit(a, i) if seen != NULL else 0
-            if seen == NULL or not (seen[j >> 6] >> (j & 63)) & 1:
+            if not _named_before(a, seen, i):
                 row = a.table.data + i * row_bytes
                 for j in range(0, reach, 64):
                     FE_PREFETCH_W(row + j)
         i = idx[k]
         if i == pad:
             continue
-        j = _seen_bit(a, i) if seen != NULL else 0
-        if seen != NULL and (seen[j >> 6] >> (j & 63)) & 1:
+        if _named_before(a, seen, i):
             later[nlater] = k
             nlater += 1
             fe_store_release(&a.nlater[p], nlater)   # for _scatter_follow
@@ -1038,9 +1044,10 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # process, 3 runs, part 0 then shortened):
     # T=200000 d=64/128/768 1.14-1.61x/1.43-1.49x/1.42-1.49x, from
     # 1.07-1.41x/1.23-1.38x/1.37-1.46x; T=1M 1.47-1.66x/1.68-1.81x/1.47-1.67x,
-    # from 1.25-1.59x/1.54-1.75x/1.43-1.67x.  With equal halves part 1
-    # finished first in 17 of 30 calls (T=200000 d=128), and nothing was
-    # followed in those.
+    # from 1.25-1.59x/1.54-1.75x/1.43-1.67x.  (Then, with equal halves, part
+    # 1 finished first in 17 of 30 calls at T=200000 d=128 and nothing was
+    # followed in those, which is why part 0 was shortened; timed against
+    # equal halves after the prefetch change, shortening lost, as above.)
     # Before following, 2 cores, uniform ids, n=65536, 2 threads / 1 (3 runs):
     # T=1M d=64/128/768 1.35-1.45x/1.45-1.73x/1.58-1.72x; T=200000
     # 1.20-1.44x/1.26-1.45x/1.33-1.55x.  Where one thread applied each part's
