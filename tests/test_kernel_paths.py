@@ -118,12 +118,53 @@ def test_float16_converters_match_numpy():
     assert np.array_equal(out, expected)
 
 
-@pytest.fixture(params=["position", "rows"])
+@pytest.fixture(params=["position", "rows", "columns"])
 def scatter_split(request):
-    """Threaded scatter-adds with parts cut by update position, or by rows."""
+    """Threaded scatter-adds with parts cut by update position, by rows, or
+    by bands of columns."""
     _kernels.scatter_force_split(request.param == "position")
+    _kernels.scatter_force_columns(request.param == "columns")
     yield request.param
     _kernels.scatter_force_split(True)
+    _kernels.scatter_force_columns(False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", [2, 3, 8])
+@pytest.mark.parametrize("shift", [0, 1, 5])
+def test_column_bands_end_on_128_byte_blocks_of_every_row(dtype, num_threads, shift):
+    # threads that own columns must never write the same pair of cache lines:
+    # every band edge is a 128-byte boundary of the table, in every row
+    if not fe.info()["parallel"]:
+        pytest.skip("a serial build plans no threads")
+    itemsize = np.dtype(dtype).itemsize
+    d = 1024 // itemsize
+    block = np.zeros(70_000 * d + 64, dtype)
+    gw = block[shift:shift + 70_000 * d].reshape(70_000, d)   # rows start `shift` items in
+    _kernels.scatter_force_columns(True)
+    try:
+        plan = _kernels.scatter_plan(gw, np.arange(6000) % 70_000, num_threads)
+    finally:
+        _kernels.scatter_force_columns(False)
+    bands = plan["bands"]
+    assert plan["split"] == "columns" and bands[0] == 0 and bands[-1] == d, plan
+    assert len(bands) - 1 == min(num_threads, 1024 // 128), plan
+    assert all(a < b for a, b in zip(bands, bands[1:])), plan
+    for edge in bands[1:-1]:
+        for row in (0, 1, 69_999):
+            assert gw[row, edge:].ctypes.data % 128 == 0, (edge, row)
+
+
+def test_rows_that_are_not_whole_128_byte_blocks_apart_are_not_cut_into_bands():
+    # 400-byte rows: a band edge on a block boundary in one row falls inside
+    # a block in the next, so the plan cuts the work another way
+    _kernels.scatter_force_columns(True)
+    try:
+        plan = _kernels.scatter_plan(np.zeros((70_000, 100), np.float32),
+                                     np.arange(6000) % 70_000, 2)
+    finally:
+        _kernels.scatter_force_columns(False)
+    assert plan["split"] != "columns" and plan["bands"] is None, plan
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -567,6 +567,36 @@ def test_scatter_plan_threads_uniform_updates_of_a_large_table_unless_cores_are_
     assert plan["split"] == "position", plan
 
 
+@pytest.mark.parametrize("hot", ["spread", "first"])
+def test_scatter_plan_gives_a_hot_set_with_long_rows_to_threads_by_columns(hot, rng,
+                                                                           scatter_plan_judges):
+    # Zipf ids hit a hot set in cache: no split of the updates or the rows
+    # pays, but 1.5 KiB rows do for threads that own bands of columns
+    from fastembed_ext._workloads import zipf_ids
+    build = fe.info()["build"]
+    gw, idx = _plan_inputs(200_000, 384, zipf_ids(rng, 200_000, 65536, hot=hot))
+    plan = _quiet_plan(gw, idx)
+    assert plan["distinct_percent"] < build["scatter_min_distinct_percent"], plan
+    assert plan["threads"] == 2 and plan["split"] == "columns", plan
+    assert plan["bands"][0] == 0 and plan["bands"][-1] == 384 and len(plan["bands"]) == 3, plan
+    # the same ids over 512-byte rows: each thread would stream most of every
+    # gradient row for a band of 256 bytes
+    gw, _ = _plan_inputs(200_000, 128, [])
+    assert _quiet_plan(gw, idx)["threads"] == 1
+
+
+def test_scatter_plan_keeps_one_row_taking_nearly_every_update_on_one_thread(rng,
+                                                                          scatter_plan_judges):
+    # 95% of the updates to one row: the gradient stream is the whole cost,
+    # and bands of columns would stream it twice
+    n = 65536
+    gw, idx = _plan_inputs(200_000, 768, np.where(rng.random(n) < 0.95, 7,
+                                                  rng.integers(0, 200_000, n)))
+    plan = _quiet_plan(gw, idx)
+    assert plan["distinct_percent"] < fe.info()["build"]["scatter_bands_min_distinct_percent"]
+    assert plan["threads"] == 1, plan
+
+
 def test_scatter_plan_gives_long_rows_of_a_small_table_to_threads_by_row(rng, scatter_plan_judges):
     # 65536 updates of a 65536-row table: too many would wait in a split by
     # position, but 3 KB rows pay for threads that own rows
@@ -617,3 +647,22 @@ def test_why_one_thread_for_a_small_table_names_both_ways_to_cut_a_scatter(scatt
     why = _bench.explain_threads("scatter_add", gw, idx, 2)
     assert why.startswith("a table of 100000 rows for 65536 updates: split by position"), why
     assert "every thread would stream the whole gradient for rows of 512 B" in why, why
+
+
+def test_why_one_thread_for_a_hot_set_of_short_rows_names_the_bands(scatter_plan_judges):
+    from fastembed_ext import _bench
+    from fastembed_ext._workloads import zipf_ids
+    if not fe.info()["parallel"] or fe.info()["cpus"]["affinity"] < 2:
+        pytest.skip("one CPU or a serial build: no threads to plan")
+    gw = np.zeros((200_000, 128), np.float32)
+    idx = zipf_ids(np.random.default_rng(0), 200_000, 65_536)
+    for _ in range(50):
+        why = _bench.explain_threads("scatter_add", gw, idx, 2)
+        if "other runnable" not in why:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.skip("other tasks kept the CPUs busy for the whole test")
+    assert "a hot set in cache" in why, why
+    assert "rows of 512 B are too short for threads that own bands of columns (from 1536 B)" \
+        in why, why

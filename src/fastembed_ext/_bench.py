@@ -585,9 +585,17 @@ def explain_threads(op: str, table: np.ndarray[Any, Any], ids: np.ndarray[Any, A
                 f"would stream the whole gradient for rows of {row_bytes} B (that pays from "
                 f"{build['scatter_long_row_bytes']} B)")
     if plan["distinct_percent"] < build["scatter_min_distinct_percent"]:
-        return (f"{plan['distinct_percent']}% of sampled updates have a row of their own: a hot "
-                f"set in cache, whose rows take their updates in index order: threads do "
-                f"not pay")
+        hot = (f"{plan['distinct_percent']}% of sampled updates have a row of their own: a hot "
+               f"set in cache, whose rows take their updates in index order")
+        if plan["distinct_percent"] < build["scatter_bands_min_distinct_percent"]:
+            return (f"{hot}, and under {build['scatter_bands_min_distinct_percent']}%: threads "
+                    f"that own bands of columns would stream the gradient twice for nothing")
+        if row_bytes < 2 * build["scatter_min_band_bytes"]:
+            return (f"{hot}; rows of {row_bytes} B are too short for threads that own bands "
+                    f"of columns (from {2 * build['scatter_min_band_bytes']} B)")
+        return (f"{hot}; rows {row_bytes} B apart cannot be cut on "
+                f"{build['scatter_band_align_bytes']}-byte blocks for threads that own bands "
+                f"of columns")
     if plan["largest_part_percent"] >= 90:
         return "one row range holds the hot set"
     others = rt.kernels.runnable_others()

@@ -178,9 +178,7 @@ cdef Py_ssize_t PARALLEL_MIN_BYTES = 1 << 18
 # d=64/128 2.9/6.5 -> 2.5/6.1 ms, d=384/768 within the noise)
 cdef Py_ssize_t READ_CHUNK_BYTES = 1 << 19
 cdef Py_ssize_t READ_CHUNKS_PER_THREAD = 8
-# Scatter-add threads own columns: each thread applies every update, in index
-# order, to its band of whole cache lines of the row, so rows narrower than
-# two lines stay on one thread.
+# A scatter-add's rows narrower than two cache lines stay on one thread.
 cdef Py_ssize_t LINE_BYTES = 64
 cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * 64
 # A threaded scatter-add also pays for its plan's sample, its parts' bitmaps of
@@ -208,6 +206,21 @@ cdef Py_ssize_t SCATTER_MIN_DISTINCT = 50
 cdef Py_ssize_t SCATTER_MIN_TABLE_TO_UPDATES = 2
 cdef Py_ssize_t SCATTER_ROWS_MIN_TABLE_TO_STREAMED = 8
 cdef Py_ssize_t SCATTER_LONG_ROW_BYTES = 1024
+# Threads that own bands of columns (each applies every update, in index
+# order, to its band of the row) for updates that hit a hot set in cache: the
+# band edges fall on 128-byte blocks of the table, a pair of cache lines that
+# the adjacent-line prefetcher fetches together, so that no two threads write
+# one pair (2 threads, B=65536 float32, a C loop alternated with the cut on a
+# block edge: a cut at the middle of 512-byte rows, inside a pair, took
+# 1.09-1.39x the time; at d=768, 0.98x).  A band is about
+# SCATTER_MIN_BAND_BYTES or more, and the sample
+# needs SCATTER_BANDS_MIN_DISTINCT percent of updates with a row of their own
+# (see _hot_set_plan for the measurements).
+cdef Py_ssize_t SCATTER_BAND_ALIGN = 128
+cdef Py_ssize_t SCATTER_MIN_BAND_BYTES = 768
+cdef Py_ssize_t SCATTER_BANDS_MIN_DISTINCT = 15
+# test hook: with the judgement off, cut the columns where the rows allow it
+cdef bint _scatter_force_columns = False
 # polls of a part that defers nothing new before _scatter_follow gives up on it
 cdef Py_ssize_t FOLLOW_PATIENCE = 1024
 # the most deferred updates _scatter_follow applies between two looks at the
@@ -382,6 +395,11 @@ ctypedef struct ScatterArgs:
     int follower                    # a thread is following (atomic)
     Py_ssize_t follow_q             # the part it follows, or the next
     bint follow_live                # it began that part while the part ran
+    # (the kernel's) threads owning columns: band b is columns
+    # [bands[b], bands[b + 1]) of every row, for every update
+    bint columns
+    Py_ssize_t nbands
+    Py_ssize_t bands[65]
 
 ctypedef struct BagArgs:
     Rows weight           # IN (T, d)
@@ -1022,6 +1040,69 @@ cdef Py_ssize_t _cut_rows(ScatterArgs* a, Py_ssize_t nparts, Py_ssize_t* largest
     return made
 
 
+cdef Py_ssize_t _column_bands(ScatterArgs* a, int threads, Py_ssize_t min_band) noexcept nogil:
+    # Cuts the columns into at most `threads` bands, one per min_band bytes of
+    # row, whose edges fall on SCATTER_BAND_ALIGN-byte blocks of the table in
+    # every row, into a.bands[0..nbands]; returns the bands made, 1 where the
+    # rows cannot be cut so (rows that are not a whole number of blocks apart,
+    # or blocks that do not start at an item).
+    cdef Py_ssize_t row_bytes = a.table.row_bytes, align = SCATTER_BAND_ALIGN
+    cdef Py_ssize_t size, lead, nb, b, edge, made = 0
+    a.bands[0] = 0
+    if a.table.d == 0 or a.table.stride % align:
+        return 1
+    size = row_bytes // a.table.d
+    # bytes from a row's start to its first block edge
+    lead = (align - <Py_ssize_t>(<size_t>a.table.data % <size_t>align)) % align
+    if lead % size:
+        return 1
+    nb = row_bytes // min_band
+    if nb > threads:
+        nb = threads
+    if nb > SCATTER_MAX_PARTS:
+        nb = SCATTER_MAX_PARTS
+    for b in range(1, nb):
+        # the block edge nearest b / nb of the row
+        edge = lead + (row_bytes * b // nb - lead + align // 2) // align * align
+        if edge > a.bands[made] * size and edge < row_bytes:
+            made += 1
+            a.bands[made] = edge // size
+    made += 1
+    a.bands[made] = a.table.d
+    return made
+
+
+cdef Py_ssize_t _hot_set_plan(ScatterArgs* a, int threads, Py_ssize_t min_band,
+                              Py_ssize_t distinct) noexcept nogil:
+    # Updates that hit a hot set in cache: threads own bands of columns where
+    # the rows are long enough and enough updates still miss the cache
+    # (a.columns), else one thread.  Each thread applies every update to its
+    # band, so nothing waits and the bits are those of one thread; but each
+    # streams its band of every gradient row, and the prefetchers pull in
+    # more (a 1-thread pass over half of each 512-byte row took 0.62-0.70 of
+    # the whole row's time), and a band's edge lines are next to the other
+    # thread's, which the prefetchers also pull.  So it pays where the table's
+    # read-modify-writes, not the gradient stream, are most of the time.
+    # 2 threads / 1, B=65536 float32, calls alternated in one process, Zipf
+    # a=1.1 ids (37% of sampled updates with a row of their own):
+    #   d=128 (256-byte bands): 0.98/1.09 with the hot rows spread over
+    #     T=200000/1M, 0.75 with them at the table's start;
+    #   d=256: 0.93 spread, 0.98 at the start;
+    #   d=384: 1.24/1.49 spread, 1.12 at the start; d=768: 1.50-1.63 spread,
+    #     1.45-1.50 at the start.
+    # By the sample's share of distinct rows (T=200000): d=384 Zipf a=1.3
+    # (17%) 1.08, 85% of updates to 100 rows (16%) 1.13, Zipf a=1.6 (5%)
+    # 0.87; d=768 1.36-1.45 at 5-17%; 95% of updates to one row (4%) 0.68 at
+    # d=256, 0.92 at d=384, 0.98 at d=768.
+    a.nbands = 1
+    if distinct >= SCATTER_BANDS_MIN_DISTINCT:
+        a.nbands = _column_bands(a, threads, min_band)
+    a.columns = a.nbands > 1
+    if a.columns:
+        a.split = False
+    return a.nbands
+
+
 cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
                               Py_ssize_t* distinct, index_t* _i) noexcept nogil:
     # The parts a parallel scatter-add runs in, or 1 for one thread; a.split
@@ -1073,11 +1154,21 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # with them at its start).  A hot row's updates stay in index order, so
     # most of the second half is deferred, and the second pass reads their
     # gradient rows out of order; by rows, each thread reads every other
-    # gradient row, and the prefetchers pull in the rest.
+    # gradient row, and the prefetchers pull in the rest.  Even a split by
+    # position that keeps nothing in order (bench/native/scatter_split_limit.c)
+    # ran at 0.65-0.89x there: both cores write the hot rows' lines.
+    #
+    # By columns (a.columns, _hot_set_plan): for a hot set, where rows are
+    # long, each thread applies every update to its band of columns.
     cdef Py_ssize_t nparts = PARTS_PER_THREAD * threads
     if nparts > SCATTER_MAX_PARTS:
         nparts = SCATTER_MAX_PARTS
+    a.columns = False
     if not _scatter_heuristics:
+        if _scatter_force_columns and _hot_set_plan(a, threads, SCATTER_BAND_ALIGN, 100) > 1:
+            largest[0] = 0
+            distinct[0] = 100
+            return a.nbands
         a.split = _scatter_force_split
         a.nlanes = _cut_rows(a, nparts, largest, distinct, _i)
         if a.split:
@@ -1099,7 +1190,7 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # the sample: its share of distinct rows, and the cuts of rows
     a.nlanes = _cut_rows(a, nparts, largest, distinct, _i)
     if distinct[0] < SCATTER_MIN_DISTINCT or (not a.split and largest[0] >= 90):
-        return 1
+        return _hot_set_plan(a, threads, SCATTER_MIN_BAND_BYTES, distinct[0])
     # cores taken by other work were already left out by _plan
     return nparts if a.split else a.nlanes
 
@@ -1134,7 +1225,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     #
     # Each row receives its updates in index order, whatever thread applies
     # them: the same bits for any thread count and any schedule.  The plan
-    # (_scatter_plan) cuts the work one of two ways:
+    # (_scatter_plan) cuts the work one of three ways:
     # - by position: part p applies a contiguous range of the updates; an
     #   update whose row an earlier range names is deferred, applied by a
     #   thread that follows the part once every earlier part is done, or in a
@@ -1142,12 +1233,15 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
     #   (_scatter_split_part, _scatter_follow, _scatter_deferred_lane);
     # - by rows: the rows are cut into ranges of about equal update counts,
     #   and the thread that claims a part applies the updates to its rows,
-    #   scanning the whole index list (_scatter_worker).
+    #   scanning the whole index list (_scatter_worker);
+    # - by columns, for updates that hit a hot set: each band of columns,
+    #   its edges on 128-byte blocks, takes every update (_scatter_columns,
+    #   the loop one thread runs over the whole row).
     # No pass over all the indices comes first (the earlier partition, a
     # parallel counting sort, paid two and ran at 0.67-1.09x of one thread).
-    # Threads owning columns (each applying every update to its band of cache
-    # lines) ran at 0.35-1.4x: every thread visits every update, and the
-    # prefetchers pull lines the other core then writes.
+    # Columns for every call ran at 0.35-1.4x, with band edges inside a pair
+    # of lines: every thread visits every update, and the prefetchers pull
+    # lines the other core then writes (_hot_set_plan says where it pays).
     cdef Py_ssize_t n = a.idx.n, d = a.table.d, nparts, largest, distinct, p, later
     cdef Py_ssize_t* counts = NULL
     cdef int threads
@@ -1165,6 +1259,9 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
             threads = 1
     if threads <= 1:
         _scatter_columns(a, 0, d, _v, _i)
+    elif a.columns:
+        _parallel(C_SCATTER_BANDS, _vk(_v), _ik(_i), a, a.nbands,
+                  threads if threads < a.nbands else <int>a.nbands)
     elif a.split:
         a.nsplit = nparts
         for p in range(a.nsplit + 1):
@@ -1728,6 +1825,7 @@ cdef enum:
     C_SCATTER_PART
     C_SCATTER_SPLIT
     C_SCATTER_DEFERRED
+    C_SCATTER_BANDS
     C_BAG
     C_RENORM
     C_OPTIMIZER
@@ -1744,6 +1842,9 @@ cdef int _typed(int kernel, void* args, Py_ssize_t chunk, value_t* _v,
         _scatter_split_part(<ScatterArgs*>args, chunk, _v, _i)
     elif kernel == C_SCATTER_DEFERRED:
         _scatter_deferred_lane(<ScatterArgs*>args, chunk, _v, _i)
+    elif kernel == C_SCATTER_BANDS:
+        _scatter_columns(<ScatterArgs*>args, (<ScatterArgs*>args).bands[chunk],
+                         (<ScatterArgs*>args).bands[chunk + 1], _v, _i)
     elif kernel == C_BAG:
         _bag_chunk(<BagArgs*>args, chunk, _v, _i)
     elif kernel == C_RENORM:
@@ -2290,7 +2391,10 @@ def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads,
         if parts <= 1:
             threads = 1
     return {"threads": threads, "parts": parts if threads > 1 else 1,
-            "split": ("position" if a.split else "rows") if threads > 1 else None,
+            "split": ("columns" if a.columns else "position" if a.split else "rows")
+                     if threads > 1 else None,
+            "bands": [a.bands[p] for p in range(a.nbands + 1)]
+                     if threads > 1 and a.columns else None,
             "largest_part_percent": largest, "distinct_percent": distinct}
 
 
@@ -2315,6 +2419,14 @@ def scatter_force_split(bint on):
     _scatter_force_split = on
 
 
+def scatter_force_columns(bint on):
+    """Test hook: with the plan's judgement off, threads own bands of columns
+    wherever the rows can be cut on 128-byte blocks (on), or parts are cut as
+    scatter_force_split says (off, the default)."""
+    global _scatter_force_columns
+    _scatter_force_columns = on
+
+
 def use_naive_kernels(bint on):
     """Test hook: every kernel runs as its naive serial twin (on) or as itself (off)."""
     global _naive_kernels
@@ -2335,6 +2447,9 @@ def build_info():
         "scatter_min_table_rows_per_update": SCATTER_MIN_TABLE_TO_UPDATES,
         "scatter_rows_min_table_rows_per_streamed_row": SCATTER_ROWS_MIN_TABLE_TO_STREAMED,
         "scatter_long_row_bytes": SCATTER_LONG_ROW_BYTES,
+        "scatter_min_band_bytes": SCATTER_MIN_BAND_BYTES,
+        "scatter_band_align_bytes": SCATTER_BAND_ALIGN,
+        "scatter_bands_min_distinct_percent": SCATTER_BANDS_MIN_DISTINCT,
     }
 
 
