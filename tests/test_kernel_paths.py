@@ -332,3 +332,33 @@ def test_the_bounds_pass_finds_the_first_index_outside_the_table(index_dtype, nu
             inside = (idx >= 0) & (idx.astype(np.int64) < num_rows)
             want = -1 if inside.all() else int(np.argmin(inside))
             assert _kernels.first_out_of_range(idx, num_rows) == want, (v, pos)
+
+
+@pytest.mark.parametrize("hint", ["t0", "nta"])
+def test_either_prefetch_hint_gives_the_reference_bits(hint):
+    # the read prefetches' hint is chosen from the CPU's vendor; it moves no
+    # numbers, so every prefetching kernel gives the same bits under both
+    rng = np.random.default_rng(0)
+    T, d, B = 70_000, 128, 6_000     # a table past PREFETCH_MIN_TABLE_BYTES
+    w = _specials(rng, (T, d), np.float32)
+    idx = rng.integers(0, T, B)
+    off = np.arange(0, B, 20)
+    before = _kernels.prefetch_hint()
+    assert before in ("t0", "nta") and fe.info()["prefetch_hint"] == before
+    try:
+        assert _kernels.prefetch_hint(hint) == hint
+        for n in (1, 2):
+            _same(fe.gather(w, idx, num_threads=n), _reference.gather(w, idx))
+            _same(fe.embedding_bag(w, idx, off, mode="sum", num_threads=n),
+                  _reference.embedding_bag(w, idx, off, mode="sum"))
+            grad = _specials(rng, (B, d), np.float32)
+            _same(fe.scatter_add(w.copy(), idx, grad, num_threads=n),
+                  _reference.scatter_add(w.copy(), idx, grad))
+    finally:
+        _kernels.prefetch_hint(before)
+
+
+def test_prefetch_hint_names_what_it_takes():
+    with pytest.raises(ValueError, match="hint must be 't0' or 'nta', got 't1'"):
+        _kernels.prefetch_hint("t1")
+    assert _kernels.prefetch_hint() in ("t0", "nta")

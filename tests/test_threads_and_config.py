@@ -350,7 +350,7 @@ def test_a_bad_fastembed_ext_num_threads_fails_default_thread_calls_until_set(ra
 
 INFO_KEYS = {"version", "backend", "compiled", "compiled_error", "forced_backend", "engine",
              "parallel", "num_threads", "num_threads_source", "cpus", "threadpoolctl",
-             "value_dtypes", "cpu", "float16_path", "build"}
+             "value_dtypes", "cpu", "float16_path", "prefetch_hint", "build"}
 
 
 def test_info_reports_every_documented_key_with_a_json_friendly_value():

@@ -131,6 +131,7 @@ def machine() -> dict[str, Any]:
         "affinity": facts["affinity"],
         "cgroup_quota": facts["cgroup_quota"],
         "cpu_features": fe.info()["cpu"],
+        "prefetch_hint": fe.info()["prefetch_hint"],
         "os": platform.platform(),
     }
 

@@ -197,6 +197,12 @@ static int fe_cpu_has_avx512f(void)
     return __builtin_cpu_supports("avx512f");
 }
 
+static int fe_cpu_is_amd(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+}
+
 static int fe_cpu_has(int level)
 {
     __builtin_cpu_init();
@@ -312,6 +318,7 @@ static void fe_add_row_f64_sse2(double *dst, const double *src, ptrdiff_t n)
 static int fe_cpu_has(int level) { return level == 0; }
 static int fe_cpu_has_avx2(void) { return 0; }
 static int fe_cpu_has_avx512f(void) { return 0; }
+static int fe_cpu_is_amd(void) { return 0; }
 #endif
 
 /* 0 = baseline (SSE2 or portable C), 1 = AVX, 2 = AVX-512F */
@@ -366,8 +373,25 @@ static inline void fe_copy_row(char *dst, const char *src, size_t n)
     }
 }
 
+/*
+ * Prefetches for reading take a hint chosen at run time (fe_set_prefetch_nta):
+ * into every cache level (T0), or non-temporal (NTA) on AMD.  Bags and
+ * gathers read rows ahead of use and touch them once.  On an Intel Xeon
+ * (2 vCPUs, 2 MB L2, AVX-512), 1 thread, calls alternated in one process,
+ * T0 in place of NTA: float32 bag sums 2.1x / 1.6x / 1.8x faster at
+ * (T=1M d=64 20 per bag), (T=100k d=128 100 per bag), (T=1M d=256 4 per
+ * bag); gather T=200000 d=128 1.7x, T=1M d=128 1.7x, d=768 1.3x.  On an AMD
+ * EPYC (2 vCPUs, AVX2), T0 took 1.19x the time of NTA for the d=64 bag sum in
+ * one run, and was within the noise in another.  A read hint costs a
+ * predictable branch on a global, beside a cache miss.
+ */
+static int fe_prefetch_nta = 0;
+static void fe_set_prefetch_nta(int on) { fe_prefetch_nta = on != 0; }
+static int fe_get_prefetch_nta(void) { return fe_prefetch_nta; }
+
 #if defined(__GNUC__) || defined(__clang__)
-#define FE_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#define FE_PREFETCH(p) \
+    (fe_prefetch_nta ? __builtin_prefetch((p), 0, 0) : __builtin_prefetch((p), 0, 3))
 #define FE_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #else
 #define FE_PREFETCH(p) ((void)0)

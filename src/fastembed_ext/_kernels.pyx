@@ -72,6 +72,9 @@ cdef extern from "_fe_add.h" nogil:
     int fe_get_isa_level()
     int fe_cpu_has_avx2()
     int fe_cpu_has_avx512f()
+    int fe_cpu_is_amd()
+    void fe_set_prefetch_nta(int on)
+    int fe_get_prefetch_nta()
     void fe_copy_row(char* dst, const char* src, size_t n)
     bint fe_copy_row_stream_ok(const char* dst, size_t n)
     void fe_copy_row_stream(char* dst, const char* src, size_t n)
@@ -256,6 +259,7 @@ cdef Py_ssize_t STREAM_PREFETCH_BYTES = 4096
 fe_set_use_f16c(1)
 fe_set_bag_avx2(1)
 fe_set_isa_level(2)
+fe_set_prefetch_nta(fe_cpu_is_amd())
 fe_engine_init()
 
 
@@ -2469,6 +2473,16 @@ def cpu_features():
         "avx2": bool(fe_cpu_has_avx2()),
         "avx512f": bool(fe_cpu_has_avx512f()),
     }
+
+
+def prefetch_hint(hint=None):
+    """The hint of the kernels' read prefetches, "t0" or "nta" (chosen at
+    import from the CPU's vendor); with a hint, use it from now on."""
+    if hint is not None:
+        if hint not in ("t0", "nta"):
+            raise ValueError(f"hint must be 't0' or 'nta', got {hint!r}")
+        fe_set_prefetch_nta(hint == "nta")
+    return "nta" if fe_get_prefetch_nta() else "t0"
 
 
 def use_f16c(bint on):

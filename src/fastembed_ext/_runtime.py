@@ -334,8 +334,10 @@ def info() -> dict[str, Any]:
         ``version``, ``backend`` (what ``backend="auto"`` resolves to),
         ``compiled`` (bool) and ``compiled_error`` (why not), ``forced_backend``
         (from ``FASTEMBED_EXT_BACKEND``), ``openmp``, ``num_threads``,
-        ``value_dtypes``, ``index_dtypes``, ``cpu`` features, ``float16_path``
-        and ``build`` (the compile flags that matter for the numerics).
+        ``value_dtypes``, ``index_dtypes``, ``cpu`` features, ``float16_path``,
+        ``prefetch_hint`` (the kernels' read prefetches: ``"t0"``, or
+        ``"nta"`` on AMD) and ``build`` (the compile flags that matter for the
+        numerics).
     """
     compiled = kernels is not None
     build = kernels.build_info() if compiled else {}
@@ -363,6 +365,7 @@ def info() -> dict[str, Any]:
         "index_dtypes": "int32 and int64 used as they are; other integer dtypes converted",
         "cpu": kernels.cpu_features() if compiled else {},
         "float16_path": ("f16c" if compiled and kernels.f16c_active() else "portable"),
+        "prefetch_hint": kernels.prefetch_hint() if compiled else None,
         "build": build,
         "numpy": np.__version__,
     }
