@@ -1089,14 +1089,14 @@ cdef Py_ssize_t _hot_set_plan(ScatterArgs* a, int threads, Py_ssize_t min_band,
     # read-modify-writes, not the gradient stream, are most of the time.
     # 2 threads / 1, B=65536 float32, calls alternated in one process, Zipf
     # a=1.1 ids (37% of sampled updates with a row of their own):
-    #   d=128 (256-byte bands): 0.98/1.09 with the hot rows spread over
-    #     T=200000/1M, 0.75 with them at the table's start;
+    #   d=128 (256-byte bands): 0.92-0.98/0.94-1.09 with the hot rows spread
+    #     over T=200000/1M, 0.73-0.75 with them at the table's start;
     #   d=256: 0.93 spread, 0.98 at the start;
     #   d=384: 1.24-1.32/1.31-1.49 spread, 1.12-1.18 at the start; d=768:
     #     1.50-1.63 spread, 1.45-1.50 at the start (2 runs).
     # By the sample's share of distinct rows (T=200000): d=384 Zipf a=1.3
     # (17%) 1.08, 85% of updates to 100 rows (16%) 1.13, Zipf a=1.6 (5%)
-    # 0.87; d=768 1.36-1.45 at 5-17%; 95% of updates to one row (4%) 0.68 at
+    # 0.87; d=768 1.36-1.45 at 5-17%; 95% of updates to one row (5-6%) 0.68 at
     # d=256, 0.92 at d=384, 0.98 at d=768.
     a.nbands = 1
     if distinct >= SCATTER_BANDS_MIN_DISTINCT:
