@@ -297,6 +297,7 @@ def _restore_global_state():
     _kernels.set_default_threads(*threads)
     _kernels.fail_allocation(0)
     _kernels.use_naive_kernels(False)
+    _kernels.run_chunks_alone(False)
 
 
 @pytest.fixture(autouse=True)

@@ -207,6 +207,29 @@ def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, di
 
 
 @pytest.mark.parametrize("num_threads", [2, 3, 8])
+@pytest.mark.parametrize("dist", ["uniform", "hot-60%", "one-row"])
+def test_split_scatter_whose_helpers_never_start_gives_the_serial_bits(num_threads, dist):
+    # the caller runs every part in order: part 1 then begins with part 0
+    # done and applies all of its updates at once, while the later parts
+    # still defer the rows an earlier part names
+    rng = np.random.default_rng(num_threads)
+    T, B, d = 70_000, 6_000, 64
+    idx = {"uniform": lambda: rng.integers(0, T, B),
+           "hot-60%": lambda: np.where(rng.random(B) < 0.6, rng.integers(0, 100, B),
+                                       rng.integers(0, T, B)),
+           "one-row": lambda: np.full(B, 7)}[dist]()
+    _kernels.run_chunks_alone(True)
+    try:
+        for dtype in (np.float32, np.float64):
+            base = _specials(rng, (T, d), dtype)
+            grad = _specials(rng, (B, d), dtype)
+            expected = _reference.scatter_add(base.copy(), idx, grad)
+            _same(fe.scatter_add(base.copy(), idx, grad, num_threads=num_threads), expected)
+    finally:
+        _kernels.run_chunks_alone(False)
+
+
+@pytest.mark.parametrize("num_threads", [2, 3, 8])
 def test_split_scatter_on_a_table_far_larger_than_the_batch(num_threads):
     # T > 16 n: the split's parts remember earlier rows by a hash, whose false
     # hits defer updates that need not wait; the thread that follows a part,
