@@ -129,10 +129,30 @@ def scatter_split(request):
     _kernels.scatter_force_columns(False)
 
 
+@pytest.fixture
+def columns_forced():
+    """The scatter-add plan cuts bands of columns wherever the rows allow it."""
+    _kernels.scatter_force_columns(True)
+    yield
+    _kernels.scatter_force_columns(False)
+
+
+def _scatter_ids(rng, dist, T, B):
+    """B row ids into T rows: `dist` names how they are drawn."""
+    return {
+        "uniform": lambda: rng.integers(0, T, B),
+        "hot-60%": lambda: np.where(rng.random(B) < 0.6, rng.integers(0, 100, B), rng.integers(0, T, B)),
+        "one-row": lambda: np.full(B, 7),
+        "sorted": lambda: np.sort(rng.integers(0, T, B)),
+        "with-padding": lambda: rng.integers(0, T, B),
+    }[dist]()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_threads", [2, 3, 8])
 @pytest.mark.parametrize("shift", [0, 1, 5])
-def test_column_bands_end_on_128_byte_blocks_of_every_row(dtype, num_threads, shift):
+def test_column_bands_end_on_128_byte_blocks_of_every_row(dtype, num_threads, shift,
+                                                          columns_forced):
     # threads that own columns must never write the same pair of cache lines:
     # every band edge is a 128-byte boundary of the table, in every row
     if not fe.info()["parallel"]:
@@ -141,11 +161,7 @@ def test_column_bands_end_on_128_byte_blocks_of_every_row(dtype, num_threads, sh
     d = 1024 // itemsize
     block = np.zeros(70_000 * d + 64, dtype)
     gw = block[shift:shift + 70_000 * d].reshape(70_000, d)   # rows start `shift` items in
-    _kernels.scatter_force_columns(True)
-    try:
-        plan = _kernels.scatter_plan(gw, np.arange(6000) % 70_000, num_threads)
-    finally:
-        _kernels.scatter_force_columns(False)
+    plan = _kernels.scatter_plan(gw, np.arange(6000) % 70_000, num_threads)
     bands = plan["bands"]
     assert plan["split"] == "columns" and bands[0] == 0 and bands[-1] == d, plan
     assert len(bands) - 1 == min(num_threads, 1024 // 128), plan
@@ -155,15 +171,11 @@ def test_column_bands_end_on_128_byte_blocks_of_every_row(dtype, num_threads, sh
             assert gw[row, edge:].ctypes.data % 128 == 0, (edge, row)
 
 
-def test_rows_that_are_not_whole_128_byte_blocks_apart_are_not_cut_into_bands():
+def test_rows_that_are_not_whole_128_byte_blocks_apart_are_not_cut_into_bands(columns_forced):
     # 400-byte rows: a band edge on a block boundary in one row falls inside
     # a block in the next, so the plan cuts the work another way
-    _kernels.scatter_force_columns(True)
-    try:
-        plan = _kernels.scatter_plan(np.zeros((70_000, 100), np.float32),
-                                     np.arange(6000) % 70_000, 2)
-    finally:
-        _kernels.scatter_force_columns(False)
+    plan = _kernels.scatter_plan(np.zeros((70_000, 100), np.float32),
+                                 np.arange(6000) % 70_000, 2)
     assert plan["split"] != "columns" and plan["bands"] is None, plan
 
 
@@ -180,13 +192,7 @@ def test_parallel_scatter_partitions_give_the_serial_bits(dtype, num_threads, di
     assert B * d * itemsize >= build["parallel_min_bytes"]
     base = np.zeros((T, d), dtype)
     base[:100] = _specials(rng, (100, d), dtype)
-    idx = {
-        "uniform": lambda: rng.integers(0, T, B),
-        "hot-60%": lambda: np.where(rng.random(B) < 0.6, rng.integers(0, 100, B), rng.integers(0, T, B)),
-        "one-row": lambda: np.full(B, 7),
-        "sorted": lambda: np.sort(rng.integers(0, T, B)),
-        "with-padding": lambda: rng.integers(0, T, B),
-    }[dist]()
+    idx = _scatter_ids(rng, dist, T, B)
     grad = _specials(rng, (B, d), dtype)
     pad = int(idx[1]) if dist == "with-padding" else None
     expected = _reference.scatter_add(base.copy(), idx, grad, padding_idx=pad)
@@ -214,10 +220,7 @@ def test_split_scatter_whose_helpers_never_start_gives_the_serial_bits(num_threa
     # still defer the rows an earlier part names
     rng = np.random.default_rng(num_threads)
     T, B, d = 70_000, 6_000, 64
-    idx = {"uniform": lambda: rng.integers(0, T, B),
-           "hot-60%": lambda: np.where(rng.random(B) < 0.6, rng.integers(0, 100, B),
-                                       rng.integers(0, T, B)),
-           "one-row": lambda: np.full(B, 7)}[dist]()
+    idx = _scatter_ids(rng, dist, T, B)
     _kernels.run_chunks_alone(True)
     try:
         for dtype in (np.float32, np.float64):

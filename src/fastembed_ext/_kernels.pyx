@@ -183,7 +183,7 @@ cdef Py_ssize_t READ_CHUNK_BYTES = 1 << 19
 cdef Py_ssize_t READ_CHUNKS_PER_THREAD = 8
 # A scatter-add's rows narrower than two cache lines stay on one thread.
 cdef Py_ssize_t LINE_BYTES = 64
-cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * 64
+cdef Py_ssize_t SCATTER_PARALLEL_MIN_ROW_BYTES = 2 * LINE_BYTES
 # A threaded scatter-add also pays for its plan's sample, its parts' bitmaps of
 # earlier rows and a second engine job, and checks every update; it starts
 # from 4 MiB of updates.  2 threads over 1, uniform ids, T=200000 and 1M,
@@ -402,9 +402,8 @@ ctypedef struct ScatterArgs:
     int follower                    # a thread is following (atomic)
     Py_ssize_t follow_q             # the part it follows, or the next
     bint follow_live                # it began that part while the part ran
-    # (the kernel's) threads owning columns: band b is columns
-    # [bands[b], bands[b + 1]) of every row, for every update
-    bint columns
+    # (the kernel's) threads owning columns, where nbands > 1: band b is
+    # columns [bands[b], bands[b + 1]) of every row, for every update
     Py_ssize_t nbands
     Py_ssize_t bands[65]
 
@@ -1091,7 +1090,7 @@ cdef Py_ssize_t _hot_set_plan(ScatterArgs* a, int threads, Py_ssize_t min_band,
                               Py_ssize_t distinct) noexcept nogil:
     # Updates that hit a hot set in cache: threads own bands of columns where
     # the rows are long enough and enough updates still miss the cache
-    # (a.columns), else one thread.  Each thread applies every update to its
+    # (a.nbands > 1), else one thread.  Each thread applies every update to its
     # band, so nothing waits and the bits are those of one thread; but each
     # streams its band of every gradient row, and the prefetchers pull in
     # more (a 1-thread pass over half of each 512-byte row took 0.62-0.70 of
@@ -1112,9 +1111,6 @@ cdef Py_ssize_t _hot_set_plan(ScatterArgs* a, int threads, Py_ssize_t min_band,
     a.nbands = 1
     if distinct >= SCATTER_BANDS_MIN_DISTINCT:
         a.nbands = _column_bands(a, threads, min_band)
-    a.columns = a.nbands > 1
-    if a.columns:
-        a.split = False
     return a.nbands
 
 
@@ -1173,12 +1169,12 @@ cdef Py_ssize_t _scatter_plan(ScatterArgs* a, int threads, Py_ssize_t* largest,
     # position that keeps nothing in order (bench/native/scatter_split_limit.c)
     # ran at 0.65-0.89x there: both cores write the hot rows' lines.
     #
-    # By columns (a.columns, _hot_set_plan): for a hot set, where rows are
+    # By columns (a.nbands > 1, _hot_set_plan): for a hot set, where rows are
     # long, each thread applies every update to its band of columns.
     cdef Py_ssize_t nparts = PARTS_PER_THREAD * threads
     if nparts > SCATTER_MAX_PARTS:
         nparts = SCATTER_MAX_PARTS
-    a.columns = False
+    a.nbands = 1
     if not _scatter_heuristics:
         if _scatter_force_columns and _hot_set_plan(a, threads, SCATTER_BAND_ALIGN, 100) > 1:
             largest[0] = 0
@@ -1274,7 +1270,7 @@ cdef int _scatter(ScatterArgs* a, value_t* _v, index_t* _i) noexcept nogil:
             threads = 1
     if threads <= 1:
         _scatter_columns(a, 0, d, _v, _i)
-    elif a.columns:
+    elif a.nbands > 1:
         _parallel(C_SCATTER_BANDS, _vk(_v), _ik(_i), a, a.nbands,
                   threads if threads < a.nbands else <int>a.nbands)
     elif a.split:
@@ -2406,10 +2402,10 @@ def scatter_plan(cnp.ndarray grad_weight, cnp.ndarray indices, int num_threads,
         if parts <= 1:
             threads = 1
     return {"threads": threads, "parts": parts if threads > 1 else 1,
-            "split": ("columns" if a.columns else "position" if a.split else "rows")
+            "split": ("columns" if a.nbands > 1 else "position" if a.split else "rows")
                      if threads > 1 else None,
             "bands": [a.bands[p] for p in range(a.nbands + 1)]
-                     if threads > 1 and a.columns else None,
+                     if threads > 1 and a.nbands > 1 else None,
             "largest_part_percent": largest, "distinct_percent": distinct}
 
 
