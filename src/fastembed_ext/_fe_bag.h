@@ -5,8 +5,8 @@
  *
  * FBGEMM's EmbeddingSpMDM technique: the sum of a block of the row (64
  * float32, 32 float64: eight AVX registers) stays in registers across the
- * bag's entries and is written once, and rows are prefetched PREFETCH
- * entries ahead.  The generic kernel read and wrote the output row once per
+ * bag's entries and is written once, and rows are prefetched a few entries
+ * ahead (fe_bag_sum_prefetch_distance).  The generic kernel read and wrote the output row once per
  * entry.  Every add is the same IEEE add in the same order as the generic
  * path and the NumPy reference.  No FMA.
  *
@@ -92,16 +92,44 @@ static inline int NAME(V a0, V a1, V a2, V a3, V a4, V a5, V a6, V a7)          
 FE_BAG_NAN_IN(fe_bag_nan_ps, __m256, _mm256_cmp_ps, _mm256_or_ps, _mm256_movemask_ps)
 FE_BAG_NAN_IN(fe_bag_nan_pd, __m256d, _mm256_cmp_pd, _mm256_or_pd, _mm256_movemask_pd)
 
-/* every line of the bytes [off, off + bytes) of the row FE_BAG_PREFETCH entries
+/* every line of the bytes [off, off + bytes) of the row `dist` entries
    ahead, where there is one (without the line of the last byte, a fifth of a
    256-byte block's lines were misses the loop waited for) */
-#define FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, off, bytes)                               \
+#define FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, off, bytes, dist)                         \
     do {                                                                                       \
-        if ((k) + FE_BAG_PREFETCH < (n)) {                                                     \
-            fe_prefetch_span((w) + (ptrdiff_t)(idx)[(k) + FE_BAG_PREFETCH] * (stride) + (off), \
-                             (bytes));                                                         \
+        if ((k) + (dist) < (n)) {                                                              \
+            fe_prefetch_span((w) + (ptrdiff_t)(idx)[(k) + (dist)] * (stride) + (off), (bytes)); \
         }                                                                                      \
     } while (0)
+
+/*
+ * How many entries ahead a bag sum prefetches (FE_BAG_PREFETCH for the other
+ * kernels).  A row of several 256-byte blocks is summed block by block, each
+ * block's pass over the bag prefetching that block of the rows `dist` entries
+ * ahead.  In a short bag most of those entries belong to the bags after it,
+ * whose pass reaches that block only about dist x blocks entries later, by
+ * which time 16 ahead had fetched far too early.  So bags under 32 entries on
+ * average prefetch about 32 block steps ahead: 32 / blocks entries, 4 to 8.
+ * One block, or long bags, keep 16.  1 thread, float32 sums, calls with
+ * either distance alternated in one process, time at 16 / time with this:
+ * T=1M d=256 4 per bag 1.04-1.05 (2 threads 1.10), d=128 4 per bag
+ * 1.02-1.07, T=300000 d=768 4 per bag 1.32-1.37 (2 threads 1.18) and 20
+ * per bag 1.06-1.07, T=100000 d=1024 10 per bag 1.16-1.19; float64 T=300000
+ * d=384 4 per bag 1.21.  Long bags lost with a short distance (d=256/768, 100
+ * per bag: 0.92-0.94), and so did the compare-heavy max kernels (d=128, 100
+ * per bag: 0.77) and the float16 sums (d=1024, 10 per bag: 0.81).
+ */
+static inline ptrdiff_t fe_bag_sum_prefetch_distance(ptrdiff_t row_bytes, ptrdiff_t entries,
+                                                     ptrdiff_t bags)
+{
+    ptrdiff_t blocks = (row_bytes + 255) / 256;
+    ptrdiff_t dist;
+    if (blocks <= 1 || bags <= 0 || entries >= 32 * bags) {
+        return FE_BAG_PREFETCH;
+    }
+    dist = 32 / blocks;
+    return dist < 4 ? 4 : dist > 8 ? 8 : dist;
+}
 
 /*
  * FE_BAG_SUM(NAME, T, INDEX_T, V, LANES, SETZERO, SET1, LOADU, MASKLOAD, STOREU, MASKSTORE,
@@ -119,7 +147,7 @@ FE_BAG_NAN_IN(fe_bag_nan_pd, __m256d, _mm256_cmp_pd, _mm256_or_pd, _mm256_movema
                    MASKSTORE, MASKT, MASKFROM, ADD, MUL, FAST_ADD, FAST_MUL, NAN_IN)           \
 __attribute__((target("avx"))) static inline __attribute__((always_inline)) void               \
 NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdiff_t lo, ptrdiff_t hi,         \
-     ptrdiff_t n, int64_t pad, const T *psw, ptrdiff_t d, T *out)                              \
+     ptrdiff_t n, int64_t pad, const T *psw, ptrdiff_t d, T *out, ptrdiff_t dist)              \
 {                                                                                              \
     const ptrdiff_t block = 8 * LANES;                                                         \
     enum { BLOCK_BYTES = 8 * LANES * (int)sizeof(T) };  /* a constant: the prefetches unroll */ \
@@ -136,7 +164,8 @@ NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdiff_t lo, ptrdiff_
                     int64_t i = (int64_t)idx[k];                                               \
                     const T *r;                                                                \
                     V s;                                                                       \
-                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES); \
+                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T),         \
+                                          BLOCK_BYTES, dist);                                  \
                     if (i == pad) {                                                            \
                         continue;                                                              \
                     }                                                                          \
@@ -155,7 +184,8 @@ NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdiff_t lo, ptrdiff_
                 for (k = lo; k < hi; k++) {                                                    \
                     int64_t i = (int64_t)idx[k];                                               \
                     const T *r;                                                                \
-                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES); \
+                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T),         \
+                                          BLOCK_BYTES, dist);                                  \
                     if (i == pad) {                                                            \
                         continue;                                                              \
                     }                                                                          \
@@ -223,10 +253,12 @@ static void NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrd
                  ptrdiff_t d, char *out, ptrdiff_t out_stride, int mean)                       \
 {                                                                                              \
     ptrdiff_t b, j;                                                                            \
+    const ptrdiff_t dist = fe_bag_sum_prefetch_distance(d * (ptrdiff_t)sizeof(T),             \
+                                                        bounds[b_hi] - bounds[b_lo], b_hi - b_lo); \
     for (b = b_lo; b < b_hi; b++) {                                                            \
         T *row = (T *)(out + b * out_stride);                                                  \
         ptrdiff_t lo = bounds[b], hi = bounds[b + 1], count = hi - lo, k;                      \
-        BAG(w, stride, idx, lo, hi, n, pad, psw, d, row);                                      \
+        BAG(w, stride, idx, lo, hi, n, pad, psw, d, row, dist);                                \
         if (mean && pad >= 0) {                                                                \
             for (k = lo; k < hi; k++) {                                                        \
                 count -= (int64_t)idx[k] == pad;                                               \
@@ -302,7 +334,8 @@ NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx, ptrdiff_t lo, ptrdiff_
         for (k = first + 1; k < hi; k++) {                                                     \
             int64_t i = (int64_t)idx[k];                                                       \
             V x, m, pk;                                                                        \
-            FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES); \
+            FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * (ptrdiff_t)sizeof(T), BLOCK_BYTES,  \
+                                  FE_BAG_PREFETCH);                                            \
             if (i == pad) {                                                                    \
                 continue;                                                                      \
             }                                                                                  \
@@ -569,7 +602,7 @@ NAME##_bags(const char *w, ptrdiff_t stride, const INDEX_T *idx, const ptrdiff_t
                     int64_t i = (int64_t)idx[k];                                               \
                     const uint16_t *r;                                                         \
                     __m256 s = _mm256_setzero_ps();                                            \
-                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * 2, 128);                  \
+                    FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * 2, 128, FE_BAG_PREFETCH); \
                     if (i == pad) {                                                            \
                         continue;                                                              \
                     }                                                                          \
@@ -732,7 +765,7 @@ static ptrdiff_t NAME(const char *w, ptrdiff_t stride, const INDEX_T *idx,      
             for (k = first + 1; k < hi; k++) {                                                 \
                 int64_t i = (int64_t)idx[k];                                                   \
                 __m256 pk;                                                                     \
-                FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * 2, 32);                       \
+                FE_BAG_PREFETCH_AHEAD(w, stride, idx, k, n, j0 * 2, 32, FE_BAG_PREFETCH);     \
                 if (i == pad) {                                                                \
                     continue;                                                                  \
                 }                                                                              \
