@@ -249,15 +249,22 @@ cdef Py_ssize_t PREFETCH_AHEAD = 8
 cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 22
 # A gather writes its output with streaming stores from this size up, for
 # rows this long (an ordinary store reads its line first, so writing out costs
-# twice its size), and then prefetches whole rows about STREAM_PREFETCH_BYTES
-# ahead (at most PREFETCH_AHEAD rows).  Against ordinary stores and the first
-# 256 bytes of a row 8 ahead, 1 thread, B=65536 float32, 4 runs of calls
-# alternated in one process (old time / new time): T=200000 d=128 1.26-1.29,
-# d=384 1.05-1.07, d=768 0.94-1.07; T=1000000 d=128 1.02-1.17.  At 256-byte
-# rows (d=64) streaming lost 3-8%, so it starts at 512.
+# twice its size).  Against ordinary stores, 1 thread, B=65536 float32, 4 runs
+# of calls alternated in one process on an AMD EPYC (old time / new time):
+# T=200000 d=128 1.26-1.29, d=384 1.05-1.07, d=768 0.94-1.07; T=1000000 d=128
+# 1.02-1.17.  At 256-byte rows (d=64) streaming lost 3-8%, so it starts at 512.
+# It prefetches the first STREAM_PREFETCH_HEAD_BYTES of the row PREFETCH_AHEAD
+# indices ahead, and the hardware streams the rest of the row.  It prefetched
+# whole rows about 4 KiB ahead: one row ahead at d=768, and so few rows in
+# flight.  On an Intel Xeon (2 vCPUs, AVX-512), 1 thread, calls alternated in
+# one process (time with whole rows / time with heads): T=200000 and 1M,
+# d=256 1.10-1.13, d=300 1.10-1.11, d=384 1.06-1.12, d=768 1.13-1.16 and
+# 1.31-1.34 (2 threads: d=256-768 1.08-1.26); at d=128 the head is the whole
+# row, 8 ahead, as before.  Heads of 256 bytes ran like heads of 512 at d=256
+# and wider and lost up to 5% at d=128.
 cdef Py_ssize_t GATHER_STREAM_MIN_BYTES = 1 << 23
 cdef Py_ssize_t GATHER_STREAM_MIN_ROW_BYTES = 512
-cdef Py_ssize_t STREAM_PREFETCH_BYTES = 4096
+cdef Py_ssize_t STREAM_PREFETCH_HEAD_BYTES = 512
 
 fe_set_use_f16c(1)
 fe_set_bag_avx2(1)
@@ -643,25 +650,23 @@ cdef void _gather_range(GatherArgs* a, const index_t* idx, Py_ssize_t lo, Py_ssi
     cdef Py_ssize_t ws = a.weight.stride
     cdef char* out = a.out.data
     cdef const char* row
-    # ordinary stores: the first lines of a row PREFETCH_AHEAD indices ahead,
-    # the hardware streams the rest (16 or 32 ahead, or whole rows, measured
-    # no better); streaming stores: whole rows, about STREAM_PREFETCH_BYTES
-    # ahead, with the line of the row's last byte: a row that does not start on
-    # a line (NumPy's large arrays start 16 bytes into one) has one more line
-    # (1 thread, T=200000 d=128: 1.05-1.13x; the same for the 256 bytes the
-    # ordinary path prefetches lost 2-16% at d=64)
+    # the first lines of a row PREFETCH_AHEAD indices ahead; the hardware
+    # streams the rest (16 or 32 ahead, or whole rows, measured no better).
+    # Ordinary stores: the first 256 bytes.  Streaming stores: the first
+    # STREAM_PREFETCH_HEAD_BYTES, with the line of its last byte: a row that
+    # does not start on a line (NumPy's large arrays start 16 bytes into one)
+    # has one more line (1 thread, T=200000 d=128: 1.05-1.13x; the same for
+    # the 256 bytes the ordinary path prefetches lost 2-16% at d=64)
     cdef Py_ssize_t dist = PREFETCH_AHEAD
     cdef Py_ssize_t ahead = hi - dist
     cdef Py_ssize_t span = row_bytes if row_bytes < 256 else 256
-    cdef Py_ssize_t stream_dist, stream_ahead
+    cdef Py_ssize_t head = _clamp(row_bytes, 0, STREAM_PREFETCH_HEAD_BYTES)
     if a.stream:
         # an output far larger than the caches: written once, not read first
         # (rows of GATHER_STREAM_MIN_ROW_BYTES or more)
-        stream_dist = _clamp(STREAM_PREFETCH_BYTES // row_bytes, 1, PREFETCH_AHEAD)
-        stream_ahead = hi - stream_dist
         for k in range(lo, hi):
-            if k < stream_ahead:
-                fe_prefetch_span(w + <Py_ssize_t>idx[k + stream_dist] * ws, row_bytes)
+            if k < ahead:
+                fe_prefetch_span(w + <Py_ssize_t>idx[k + dist] * ws, head)
             fe_copy_row_stream(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
         fe_stream_fence()
     elif prefetch:
