@@ -317,12 +317,12 @@ def test_lean_path_declines_bad_input_without_writing():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 8], ids=["aligned_out", "out_8_bytes_off_16"])
-@pytest.mark.parametrize("row_bytes", [512, 528, 2048, 8192])
+@pytest.mark.parametrize("row_bytes", [128, 256, 512, 528, 2048, 8192])
 def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(dtype, offset,
                                                                                 row_bytes):
-    # past the streaming threshold (8 MiB out, rows of 512 B or more): whole
-    # rows and the first 512 bytes of longer ones prefetched 8 ahead, and a
-    # row that ends in a 16-byte tail (528);
+    # past the streaming threshold (8 MiB out, rows of 128 B or more, 512 B
+    # on AMD): whole rows and the first 512 bytes of longer ones prefetched 8
+    # ahead, and a row that ends in a 16-byte tail (528);
     # an output that is not 16-byte aligned takes the ordinary stores
     rng = np.random.default_rng(offset)
     itemsize = np.dtype(dtype).itemsize

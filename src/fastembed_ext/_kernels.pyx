@@ -252,7 +252,13 @@ cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 22
 # twice its size).  Against ordinary stores, 1 thread, B=65536 float32, 4 runs
 # of calls alternated in one process on an AMD EPYC (old time / new time):
 # T=200000 d=128 1.26-1.29, d=384 1.05-1.07, d=768 0.94-1.07; T=1000000 d=128
-# 1.02-1.17.  At 256-byte rows (d=64) streaming lost 3-8%, so it starts at 512.
+# 1.02-1.17.  There, at 256-byte rows (d=64), streaming lost 3-8%, so on AMD
+# it starts at 512 bytes.  On an Intel Xeon (2 vCPUs, AVX-512) it won at rows
+# of 128 and 256 bytes, 1 thread, calls alternated in one process (time with
+# ordinary stores / time streaming): d=32 (T=200000 and 1M, B=131072)
+# 1.10-1.24, d=64 (T=30000, 200000, 1M) 1.11-1.35, d=100 1.23; 2 threads
+# 1.02-1.11.  At 64-byte rows (d=16) it made no difference (0.98-1.03).  So
+# elsewhere it starts at 128 bytes.
 # It prefetches the first STREAM_PREFETCH_HEAD_BYTES of the row PREFETCH_AHEAD
 # indices ahead, and the hardware streams the rest of the row.  It prefetched
 # whole rows about 4 KiB ahead: one row ahead at d=768, and so few rows in
@@ -263,7 +269,7 @@ cdef Py_ssize_t PREFETCH_MIN_TABLE_BYTES = 1 << 22
 # row, 8 ahead, as before.  Heads of 256 bytes ran like heads of 512 at d=256
 # and wider and lost up to 5% at d=128.
 cdef Py_ssize_t GATHER_STREAM_MIN_BYTES = 1 << 23
-cdef Py_ssize_t GATHER_STREAM_MIN_ROW_BYTES = 512
+cdef Py_ssize_t GATHER_STREAM_MIN_ROW_BYTES = 512 if fe_cpu_is_amd() else 128
 cdef Py_ssize_t STREAM_PREFETCH_HEAD_BYTES = 512
 
 fe_set_use_f16c(1)
