@@ -350,7 +350,8 @@ def test_a_bad_fastembed_ext_num_threads_fails_default_thread_calls_until_set(ra
 
 INFO_KEYS = {"version", "backend", "compiled", "compiled_error", "forced_backend", "engine",
              "parallel", "num_threads", "num_threads_source", "cpus", "threadpoolctl",
-             "value_dtypes", "cpu", "float16_path", "prefetch_hint", "build"}
+             "value_dtypes", "cpu", "float16_path", "prefetch_hint",
+             "gather_stream_min_row_bytes", "build"}
 
 
 def test_info_reports_every_documented_key_with_a_json_friendly_value():
@@ -367,6 +368,14 @@ def test_info_reports_every_documented_key_with_a_json_friendly_value():
     assert report["engine"] == report["build"]["engine"]
     assert {"f16c", "avx", "avx2", "avx512f"} <= set(report["cpu"])
     assert all(isinstance(v, bool) for v in report["cpu"].values())
+
+
+def test_info_says_from_which_rows_a_large_gather_streams_by_the_cpu_vendor():
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("reads the CPU's vendor from /proc/cpuinfo")
+    with open("/proc/cpuinfo") as f:
+        amd = "AuthenticAMD" in f.read()
+    assert fe.info()["gather_stream_min_row_bytes"] == (512 if amd else 128)
 
 
 def test_info_build_flags_keep_floating_point_exact():

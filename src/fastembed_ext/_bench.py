@@ -132,6 +132,7 @@ def machine() -> dict[str, Any]:
         "cgroup_quota": facts["cgroup_quota"],
         "cpu_features": fe.info()["cpu"],
         "prefetch_hint": fe.info()["prefetch_hint"],
+        "gather_stream_min_row_bytes": fe.info()["gather_stream_min_row_bytes"],
         "os": platform.platform(),
     }
 

@@ -2510,6 +2510,13 @@ def prefetch_hint(hint=None):
     return "nta" if fe_get_prefetch_nta() else "t0"
 
 
+def gather_stream_min_row_bytes():
+    """The shortest rows a gather writes with streaming stores, once its
+    output is 8 MiB or more: 512 bytes on AMD, 128 elsewhere (chosen at
+    import from the CPU's vendor)."""
+    return GATHER_STREAM_MIN_ROW_BYTES
+
+
 def use_f16c(bint on):
     """Turn the F16C float16 path on (where the CPU has it) or off; returns the new state."""
     fe_set_use_f16c(on)

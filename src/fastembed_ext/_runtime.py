@@ -336,7 +336,9 @@ def info() -> dict[str, Any]:
         (from ``FASTEMBED_EXT_BACKEND``), ``openmp``, ``num_threads``,
         ``value_dtypes``, ``index_dtypes``, ``cpu`` features, ``float16_path``,
         ``prefetch_hint`` (the kernels' read prefetches: ``"t0"``, or
-        ``"nta"`` on AMD) and ``build`` (the compile flags that matter for the
+        ``"nta"`` on AMD), ``gather_stream_min_row_bytes`` (the shortest rows
+        a gather of 8 MiB or more writes with streaming stores: 128, or 512
+        on AMD) and ``build`` (the compile flags that matter for the
         numerics).
     """
     compiled = kernels is not None
@@ -366,6 +368,8 @@ def info() -> dict[str, Any]:
         "cpu": kernels.cpu_features() if compiled else {},
         "float16_path": ("f16c" if compiled and kernels.f16c_active() else "portable"),
         "prefetch_hint": kernels.prefetch_hint() if compiled else None,
+        "gather_stream_min_row_bytes": (kernels.gather_stream_min_row_bytes() if compiled
+                                        else None),
         "build": build,
         "numpy": np.__version__,
     }
