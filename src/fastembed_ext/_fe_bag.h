@@ -112,8 +112,8 @@ FE_BAG_NAN_IN(fe_bag_nan_pd, __m256d, _mm256_cmp_pd, _mm256_or_pd, _mm256_movema
  * average prefetch about 32 block steps ahead: 32 / blocks entries, 4 to 8.
  * One block, or long bags, keep 16.  1 thread, float32 sums, calls with
  * either distance alternated in one process, time at 16 / time with this:
- * T=1M d=256 4 per bag 1.04-1.05 (2 threads 1.10), d=128 4 per bag
- * 1.02-1.07, T=300000 d=768 4 per bag 1.32-1.37 (2 threads 1.18) and 20
+ * T=1M d=256 4 per bag 1.04-1.05 in five comparisons of six, 0.95 in one
+ * (2 threads 1.10), d=128 4 per bag 1.02-1.08, T=300000 d=768 4 per bag 1.32-1.37 (2 threads 1.18) and 20
  * per bag 1.06-1.07, T=100000 d=1024 10 per bag 1.16-1.19; float64 T=300000
  * d=384 4 per bag 1.21.  Long bags lost with a short distance (d=256/768, 100
  * per bag: 0.92-0.94), and so did the compare-heavy max kernels (d=128, 100
