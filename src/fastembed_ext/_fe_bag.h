@@ -6,9 +6,9 @@
  * FBGEMM's EmbeddingSpMDM technique: the sum of a block of the row (64
  * float32, 32 float64: eight AVX registers) stays in registers across the
  * bag's entries and is written once, and rows are prefetched a few entries
- * ahead (fe_bag_sum_prefetch_distance).  The generic kernel read and wrote the output row once per
- * entry.  Every add is the same IEEE add in the same order as the generic
- * path and the NumPy reference.  No FMA.
+ * ahead (fe_bag_sum_prefetch_distance).  The generic kernel read and wrote
+ * the output row once per entry.  Every add is the same IEEE add in the
+ * same order as the generic path and the NumPy reference.  No FMA.
  *
  * NaN payloads.  In the reference the incoming row's NaN wins a NaN + NaN,
  * and the row's NaN a NaN * NaN.  The whole blocks add each row straight
@@ -113,11 +113,12 @@ FE_BAG_NAN_IN(fe_bag_nan_pd, __m256d, _mm256_cmp_pd, _mm256_or_pd, _mm256_movema
  * One block, or long bags, keep 16.  1 thread, float32 sums, calls with
  * either distance alternated in one process, time at 16 / time with this:
  * T=1M d=256 4 per bag 1.04-1.05 in five comparisons of six, 0.95 in one
- * (2 threads 1.10), d=128 4 per bag 1.02-1.08, T=300000 d=768 4 per bag 1.32-1.37 (2 threads 1.18) and 20
- * per bag 1.06-1.07, T=100000 d=1024 10 per bag 1.16-1.19; float64 T=300000
- * d=384 4 per bag 1.21.  Long bags lost with a short distance (d=256/768, 100
- * per bag: 0.92-0.94), and so did the compare-heavy max kernels (d=128, 100
- * per bag: 0.77) and the float16 sums (d=1024, 10 per bag: 0.81).
+ * (2 threads 1.10), d=128 4 per bag 1.02-1.08, T=300000 d=768 4 per bag
+ * 1.32-1.37 (2 threads 1.18) and 20 per bag 1.06-1.07, T=100000 d=1024 10
+ * per bag 1.16-1.19; float64 T=300000 d=384 4 per bag 1.21.  Long bags
+ * lost with a short distance (d=256/768, 100 per bag: 0.92-0.94), and so did
+ * the compare-heavy max kernels (d=128, 100 per bag: 0.77) and the float16
+ * sums (d=1024, 10 per bag: 0.81).
  */
 static inline ptrdiff_t fe_bag_sum_prefetch_distance(ptrdiff_t row_bytes, ptrdiff_t entries,
                                                      ptrdiff_t bags)
