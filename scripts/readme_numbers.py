@@ -82,6 +82,11 @@ def load_dropin(path: str) -> dict[str, dict[str, float]]:
     return complete
 
 
+def _width(group: str) -> int:
+    """d of a row group: "add_at rows: float32 T=30000 d=64 B=65536 1 thread" -> 64."""
+    return int(group.split(" d=")[1].split()[0])
+
+
 def render_dropin(groups: dict) -> str:
     """The Markdown between the drop-in markers."""
     meta = groups["meta"]
@@ -91,11 +96,9 @@ def render_dropin(groups: dict) -> str:
              "`np.add.at` and `np.take` without `out=` (its fastest spelling here):", "",
              "| call | d | NumPy, ms | drop-in, ms | speedup |", "|---|---|---|---|---|"]
     for op in ("add_at", "take"):
-        for group in sorted((g for g in groups if g.startswith(f"{op} rows: ")),
-                            key=lambda g: int(g.split(" d=")[1].split()[0])):
+        for group in sorted((g for g in groups if g.startswith(f"{op} rows: ")), key=_width):
             base, ours = groups[group]["numpy"], groups[group][op]
-            d = group.split(" d=")[1].split()[0]
-            lines.append(f"| `{op}` | {d} | {base * 1e3:.3f} | {ours * 1e3:.3f} | "
+            lines.append(f"| `{op}` | {_width(group)} | {base * 1e3:.3f} | {ours * 1e3:.3f} | "
                          f"{_x(base / ours)} |")
     lines += ["", "Fallback forms, handed to NumPy (the drop-in's look at the call and its "
                   "count):", "", "| call | form | NumPy, us | drop-in, us | difference, us |",

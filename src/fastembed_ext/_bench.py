@@ -121,6 +121,7 @@ def machine() -> dict[str, Any]:
              or platform.processor() or arch)
     cores = {(b.get("physical id"), b.get("core id")) for b in blocks if "core id" in b}
     usable, facts = _runtime.cpu_budget()
+    info = fe.info()
     return {
         "cpu_model": model,
         "arch": arch,
@@ -130,9 +131,9 @@ def machine() -> dict[str, Any]:
         "usable_cpus": usable,
         "affinity": facts["affinity"],
         "cgroup_quota": facts["cgroup_quota"],
-        "cpu_features": fe.info()["cpu"],
-        "prefetch_hint": fe.info()["prefetch_hint"],
-        "gather_stream_min_row_bytes": fe.info()["gather_stream_min_row_bytes"],
+        "cpu_features": info["cpu"],
+        "prefetch_hint": info["prefetch_hint"],
+        "gather_stream_min_row_bytes": info["gather_stream_min_row_bytes"],
         "os": platform.platform(),
     }
 
