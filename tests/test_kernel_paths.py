@@ -361,6 +361,31 @@ def test_the_bounds_pass_finds_the_first_index_outside_the_table(index_dtype, nu
             assert _kernels.first_out_of_range(idx, num_rows) == want, (v, pos)
 
 
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+def test_the_bounds_pass_on_several_threads_finds_the_first_index_outside(index_dtype,
+                                                                          num_threads):
+    # 600000 indices are far above the parallel threshold, so with two or more
+    # threads the pass runs in chunks (8192 int64 or 16384 int32 each) on the
+    # pool, in whatever order the threads claim them: a bad index late in the
+    # array may be seen first, and the first one must still be reported
+    n, num_rows = 600_000, 1000
+    chunk = 65536 // np.dtype(index_dtype).itemsize
+    base = (np.arange(n) % num_rows).astype(index_dtype)
+    jobs = _kernels.engine_state()["jobs"]
+    places = [(), (0,), (n - 1,), (chunk - 1,), (chunk,), (5 * chunk + 7,),
+              (n - 1, 3), (n - 1, chunk), (4 * chunk, 4 * chunk + 1, 9 * chunk)]
+    for bad in (num_rows, -1, np.iinfo(index_dtype).max, np.iinfo(index_dtype).min):
+        for pos in places:
+            idx = base.copy()
+            idx[list(pos)] = bad
+            want = min(pos) if pos else -1
+            got = _kernels.first_out_of_range(idx, num_rows, num_threads)
+            assert got == want, (bad, pos, got)
+    if num_threads > 1:
+        assert _kernels.engine_state()["jobs"] > jobs, "the pass never ran on the pool"
+
 @pytest.mark.parametrize("hint", ["t0", "nta"])
 def test_either_prefetch_hint_gives_the_reference_bits(hint):
     # the read prefetches' hint is chosen from the CPU's vendor; it moves no

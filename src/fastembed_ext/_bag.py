@@ -159,7 +159,7 @@ def embedding_bag(weight: npt.ArrayLike, indices: npt.ArrayLike,
         ck.check_disjoint(out, "out", (w, "weight"), (idx, "indices"),
                           (psw, "per_sample_weights"))
     pad = ck.check_padding_idx(padding_idx, num_rows, "weight")
-    flat = ck.checked_flat_indices(idx, num_rows, "weight", run_on)
+    flat = ck.checked_flat_indices(idx, num_rows, "weight", run_on, threads=threads)
     result: npt.NDArray[Any]
     max_indices: npt.NDArray[np.int64] | None
     if run_on == "numpy":
@@ -261,7 +261,7 @@ def embedding_bag_backward(grad: npt.ArrayLike, indices: npt.ArrayLike,
     if grad_weight is not None:
         ck.check_disjoint(grad_weight, "grad_weight", (g, "grad"), (idx, "indices"),
                           (psw, "per_sample_weights"))
-    flat = ck.checked_flat_indices(idx, num_rows, "grad_weight", run_on)
+    flat = ck.checked_flat_indices(idx, num_rows, "grad_weight", run_on, threads=threads)
     if run_on == "numpy":
         gw, grad_psw = _reference.embedding_bag_backward(
             g, flat, bounds[:-1], num_rows, mode=mode, per_sample_weights=_flat(psw), weight=w,

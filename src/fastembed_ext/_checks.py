@@ -259,19 +259,20 @@ def raise_out_of_range(idx: np.ndarray[Any, Any], flat_pos: int, num_rows: int, 
 
 
 def checked_flat_indices(idx: np.ndarray[Any, Any], num_rows: int, table: str, backend: str,
-                         name: str = "indices") -> np.ndarray[Any, Any]:
+                         name: str = "indices", threads: int = 0) -> np.ndarray[Any, Any]:
     """Bounds-check ``idx`` against ``num_rows``; return it as 1-D int32/int64 for the kernels.
 
     int32 and int64 in native byte order are used as they are (a view, or a
     contiguous copy only if ``idx`` is not contiguous); other integer dtypes
-    are checked, then converted to intp.
+    are checked, then converted to intp.  ``threads`` is the call's thread
+    count (0: the library default), which the compiled check uses too.
     """
     zero_copy = idx.dtype in INDEX_DTYPES_ZERO_COPY
     flat = idx.reshape(-1) if zero_copy else idx.ravel()
     if zero_copy and not (flat.flags.c_contiguous and flat.flags.aligned):
         flat = flat.copy()  # a fresh array is aligned; ascontiguousarray keeps a misaligned one
     if zero_copy and backend == "cython":
-        bad = rt.kernels.first_out_of_range(flat, num_rows)
+        bad = rt.kernels.first_out_of_range(flat, num_rows, threads)
     elif flat.size:
         mask = flat >= num_rows
         if flat.dtype.kind == "i":

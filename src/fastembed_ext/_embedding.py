@@ -61,7 +61,7 @@ def gather(weight: npt.ArrayLike, indices: npt.ArrayLike, *,
     if out is not None:
         ck.check_dest(out, "out", w.dtype, shape, "weight")
         ck.check_disjoint(out, "out", (w, "weight"), (idx, "indices"))
-    flat = ck.checked_flat_indices(idx, num_rows, "weight", run_on)
+    flat = ck.checked_flat_indices(idx, num_rows, "weight", run_on, threads=threads)
     if out is None:
         out = np.empty(shape, dtype=w.dtype)
     if run_on == "numpy":
@@ -115,7 +115,7 @@ def scatter_add(grad_weight: npt.NDArray[Any], indices: npt.ArrayLike, grad: npt
     ck.check_grad_shape(g, idx, d)
     pad = ck.check_padding_idx(padding_idx, num_rows, "grad_weight")
     ck.check_disjoint(gw, "grad_weight", (g, "grad"), (idx, "indices"))
-    flat = ck.checked_flat_indices(idx, num_rows, "grad_weight", run_on)
+    flat = ck.checked_flat_indices(idx, num_rows, "grad_weight", run_on, threads=threads)
     if run_on == "numpy":
         _reference.scatter_add(gw, idx, g, padding_idx=pad)
     else:
@@ -163,7 +163,7 @@ def embedding_backward(grad: npt.ArrayLike, indices: npt.ArrayLike, num_embeddin
     ck.check_grad_shape(g, idx)
     d = g.shape[-1]
     pad = ck.check_padding_idx(padding_idx, num_rows, "a table")
-    flat = ck.checked_flat_indices(idx, num_rows, "a table", run_on)
+    flat = ck.checked_flat_indices(idx, num_rows, "a table", run_on, threads=threads)
     if run_on == "numpy":
         return _reference.embedding_backward(g, idx, num_rows, padding_idx=pad,
                                              scale_grad_by_freq=scale)

@@ -41,7 +41,7 @@ def renorm_(weight: npt.NDArray[Any], indices: npt.ArrayLike, max_norm: float,
     norm_type = ck.check_real(norm_type, "norm_type", positive=True, allow_inf=True)
     idx = ck.as_indices(indices)
     ck.check_disjoint(weight, "weight", (idx, "indices"))
-    flat = ck.checked_flat_indices(idx, weight.shape[0], "weight", run_on)
+    flat = ck.checked_flat_indices(idx, weight.shape[0], "weight", run_on, threads=threads)
     if run_on == "numpy":
         return _reference.renorm_(weight, flat, max_norm, norm_type)
     rows = np.unique(flat).astype(np.int64)
@@ -79,7 +79,7 @@ def coalesce(indices: npt.ArrayLike, grad: npt.ArrayLike, *, padding_idx: int | 
     ck.check_grad_shape(g, idx)
     pad = ck.check_padding_idx(padding_idx, None)
     scale = ck.check_bool(scale_grad_by_freq, "scale_grad_by_freq")
-    flat = ck.checked_flat_indices(idx, np.iinfo(np.int64).max, "a table", run_on)
+    flat = ck.checked_flat_indices(idx, np.iinfo(np.int64).max, "a table", run_on, threads=threads)
     g2 = g.reshape(flat.size, g.shape[-1])
     if run_on == "numpy":
         return _reference.coalesce(flat, g2, padding_idx=pad, scale_grad_by_freq=scale)
@@ -130,7 +130,7 @@ def _optimizer_step(kind: str, weight: Any, state: Any, indices: Any, grad: Any,
     ck.check_grad_shape(g, idx, weight.shape[1])
     pad = ck.check_padding_idx(padding_idx, weight.shape[0], "weight")
     ck.check_disjoint(weight, "weight", (g, "grad"), (idx, "indices"))
-    flat = ck.checked_flat_indices(idx, weight.shape[0], "weight", run_on)
+    flat = ck.checked_flat_indices(idx, weight.shape[0], "weight", run_on, threads=threads)
     g2 = g.reshape(flat.size, weight.shape[1])
     if kind != "sgd":
         eps = ck.check_real(eps, "eps")
