@@ -147,6 +147,10 @@ static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
         fn(ctx, c);
     }
 }
+static void fe_run_check(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
+{
+    fe_run(fn, ctx, nchunks, nthreads);
+}
 static void fe_pause_or_yield(ptrdiff_t spins) { (void)spins; }
 static int fe_runnable_others(void) { return 0; }
 static int fe_runnable_others_recent(void) { return 0; }
@@ -156,6 +160,7 @@ static int fe_engine_workers(void) { return 0; }
 static void fe_engine_init(void) {}
 static long fe_engine_jobs(void) { return 0; }
 static long fe_engine_jobs_alone(void) { return 0; }
+static long fe_engine_check_jobs(void) { return 0; }
 static int fe_engine_helper_share(void) { return 0; }
 
 #else
@@ -256,7 +261,8 @@ static struct {
     _Atomic int helper_share;
     _Atomic uint32_t gen;          /* the current job; workers sleep on it */
     _Atomic int busy;              /* a job is running */
-    _Atomic long jobs;             /* jobs run on the pool */
+    _Atomic long jobs;             /* kernels' jobs run on the pool */
+    _Atomic long check_jobs;       /* input checks' jobs run on the pool (fe_run_check) */
     _Atomic long alone;            /* jobs that ran alone because the pool was busy */
     /* Workers not asleep in fe_wait.  A worker that fe_run wakes counts as
        awake from that moment, not from when it first runs: a woken worker is
@@ -377,8 +383,10 @@ static int fe_start_workers(int want, uint32_t before_gen)
 }
 
 /* Runs fn(ctx, c) for every c in [0, nchunks), on the calling thread and on
-   up to nthreads - 1 workers; returns when every chunk has run. */
-static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
+   up to nthreads - 1 workers; returns when every chunk has run.  A check's
+   job (fe_run_check) runs alike and is counted apart from the kernels'. */
+static void fe_run_counted(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads,
+                           _Atomic long *counter)
 {
     int expected = 0;
     int helpers = nthreads - 1;
@@ -405,7 +413,7 @@ static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
         }
         return;
     }
-    atomic_fetch_add_explicit(&fe_pool.jobs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
     g = atomic_load_explicit(&fe_pool.gen, memory_order_relaxed) + 1;
     if (fe_pool.nworkers < helpers) {
         int have = fe_start_workers(helpers, g - 1);
@@ -446,6 +454,14 @@ static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
         atomic_store_explicit(&fe_pool.helper_share, (3 * old + share) / 4, memory_order_relaxed);
     }
     atomic_store_explicit(&fe_pool.busy, 0, memory_order_release);
+}
+static void fe_run(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
+{
+    fe_run_counted(fn, ctx, nchunks, nthreads, &fe_pool.jobs);
+}
+static void fe_run_check(fe_task_fn fn, void *ctx, ptrdiff_t nchunks, int nthreads)
+{
+    fe_run_counted(fn, ctx, nchunks, nthreads, &fe_pool.check_jobs);
 }
 
 /* How many tasks other than this process's runnable ones want a CPU now:
@@ -534,6 +550,10 @@ static int fe_engine_workers(void) { return fe_pool.nworkers; }
 static long fe_engine_jobs(void)
 {
     return atomic_load_explicit(&fe_pool.jobs, memory_order_relaxed);
+}
+static long fe_engine_check_jobs(void)
+{
+    return atomic_load_explicit(&fe_pool.check_jobs, memory_order_relaxed);
 }
 static long fe_engine_jobs_alone(void)
 {

@@ -35,10 +35,12 @@ cdef extern from "_fe_engine.h" nogil:
     const char* FE_ENGINE_NAME
     int FE_MAX_THREADS
     void fe_run(fe_task_fn fn, void* ctx, ptrdiff_t nchunks, int nthreads)
+    void fe_run_check(fe_task_fn fn, void* ctx, ptrdiff_t nchunks, int nthreads)
     int fe_engine_parallel()
     int fe_engine_workers()
     long fe_engine_jobs()
     long fe_engine_jobs_alone()
+    long fe_engine_check_jobs()
     int fe_engine_helper_share()
     Py_ssize_t fe_load_acquire(Py_ssize_t* p)
     void fe_store_release(Py_ssize_t* p, Py_ssize_t v)
@@ -1984,7 +1986,10 @@ cdef void _parallel(int kernel, int vkind, int ikind, void* args, Py_ssize_t nch
     job.vkind = vkind
     job.ikind = ikind
     job.args = args
-    fe_run(_run_chunk, &job, nchunks, 1 if _chunks_alone else threads)
+    if kernel == C_BOUNDS:
+        fe_run_check(_run_chunk, &job, nchunks, 1 if _chunks_alone else threads)
+    else:
+        fe_run(_run_chunk, &job, nchunks, 1 if _chunks_alone else threads)
 
 
 cdef inline int _vk(value_t* _v) noexcept nogil:
@@ -2519,10 +2524,13 @@ def build_info():
 
 
 def engine_state():
-    """The engine's workers started so far, the jobs run on the pool, the jobs
-    that ran alone because another thread's job held the pool, and the share of
-    chunks its workers have been running lately (per mille)."""
+    """The engine's workers started so far, the kernels' jobs run on the pool,
+    the index checks' jobs run on it (counted apart, so that "jobs" says
+    whether a kernel ran threaded), the jobs that ran alone because another
+    thread's job held the pool, and the share of chunks its workers have been
+    running lately (per mille)."""
     return {"workers": fe_engine_workers(), "jobs": fe_engine_jobs(),
+            "check_jobs": fe_engine_check_jobs(),
             "jobs_alone": fe_engine_jobs_alone(),
             "helper_share_per_mille": fe_engine_helper_share()}
 
