@@ -291,14 +291,17 @@ def test_lean_and_full_paths_give_the_same_bits():
         w = _specials(rng, (50, 9), dtype)
         for idx in (rng.integers(0, 50, 300), rng.integers(0, 50, 300).astype(np.int32)):
             g = _specials(rng, (300, 9), dtype)
-            lean, full = np.empty((300, 9), dtype), np.empty((300, 9), dtype)
-            fe.gather(w, idx, out=lean)
-            fe.gather(w, idx, out=full, num_threads=1)  # num_threads given: the full path
-            _same(lean, full)
-            a, b = w.copy(), w.copy()
-            fe.scatter_add(a, idx, g)
-            fe.scatter_add(b, idx, g, num_threads=1)
-            _same(a, b)
+            full = np.empty((300, 9), dtype)
+            fe.gather(w, idx, out=full, backend="cython")  # backend named: the full path
+            b = w.copy()
+            fe.scatter_add(b, idx, g, backend="cython")
+            for num_threads in (None, 1, 2):
+                lean = np.empty((300, 9), dtype)
+                fe.gather(w, idx, out=lean, num_threads=num_threads)
+                _same(lean, full)
+                a = w.copy()
+                fe.scatter_add(a, idx, g, num_threads=num_threads)
+                _same(a, b)
 
 
 def test_lean_path_declines_bad_input_without_writing():

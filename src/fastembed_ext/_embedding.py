@@ -47,8 +47,8 @@ def gather(weight: npt.ArrayLike, indices: npt.ArrayLike, *,
         Bit for bit ``np.take(weight, indices, axis=0)``.
     """
     k = rt.lean_kernels
-    if k is not None and out is not None and backend == "auto" and num_threads is None \
-            and k.gather_lean(weight, indices, out):
+    if k is not None and out is not None and backend == "auto" and k.gather_lean(
+            weight, indices, out, 0 if num_threads is None else rt.resolve_threads(num_threads)):
         return out
     run_on = rt.resolve_backend(backend)
     threads = rt.resolve_threads(num_threads)
@@ -97,8 +97,9 @@ def scatter_add(grad_weight: npt.NDArray[Any], indices: npt.ArrayLike, grad: npt
         (float16 rounds after every add), for any thread count.
     """
     k = rt.lean_kernels
-    if k is not None and padding_idx is None and backend == "auto" and num_threads is None \
-            and k.scatter_add_lean(grad_weight, indices, grad):
+    if k is not None and padding_idx is None and backend == "auto" and k.scatter_add_lean(
+            grad_weight, indices, grad,
+            0 if num_threads is None else rt.resolve_threads(num_threads)):
         return grad_weight
     run_on = rt.resolve_backend(backend)
     threads = rt.resolve_threads(num_threads)

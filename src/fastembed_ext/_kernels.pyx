@@ -2322,17 +2322,17 @@ cdef inline int _lean_scatter(ScatterArgs* a, BoundsArgs* b, value_t* _v,
     return _scatter(a, _v, _i)
 
 
-def gather_lean(object weight, object indices, object out):
+def gather_lean(object weight, object indices, object out, int num_threads=0):
     """gather into out for the simple case; False (nothing written) if not applicable."""
     if _naive_kernels or not _lean_ok(weight, indices, out, out):
         return False
     cdef BoundsArgs b
     cdef GatherArgs a = _gather_args(<cnp.ndarray>weight, <cnp.ndarray>indices,
-                                     <cnp.ndarray>out, 0)
+                                     <cnp.ndarray>out, num_threads)
     cdef bint done
     b.idx = a.idx
     b.num_rows = a.weight.n
-    b.num_threads = 0
+    b.num_threads = num_threads
     with nogil:
         if cnp.PyArray_ITEMSIZE(<cnp.ndarray>indices) == 4:
             done = _lean_gather(&a, &b, <int32_t*>NULL)
@@ -2341,19 +2341,19 @@ def gather_lean(object weight, object indices, object out):
     return done
 
 
-def scatter_add_lean(object grad_weight, object indices, object grad):
+def scatter_add_lean(object grad_weight, object indices, object grad, int num_threads=0):
     """scatter_add for the simple case; False (nothing written) if not applicable."""
     if _naive_kernels or not _lean_ok(grad_weight, indices, grad, grad_weight):
         return False
     cdef BoundsArgs b
     cdef ScatterArgs a = _scatter_args(<cnp.ndarray>grad_weight, <cnp.ndarray>indices,
-                                       <cnp.ndarray>grad, -1, False, 0)
+                                       <cnp.ndarray>grad, -1, False, num_threads)
     cdef bint is32 = cnp.PyArray_ITEMSIZE(<cnp.ndarray>indices) == 4
     cdef int vk = _vkind(<cnp.ndarray>grad_weight)   # float16, float32 or float64 here
     cdef int rc
     b.idx = a.idx
     b.num_rows = a.table.n
-    b.num_threads = 0
+    b.num_threads = num_threads
     with nogil:
         if vk == V_FLOAT32:
             rc = (_lean_scatter(&a, &b, <float*>NULL, <int32_t*>NULL) if is32
