@@ -319,13 +319,17 @@ def test_lean_path_declines_bad_input_without_writing():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("offset", [0, 8], ids=["aligned_out", "out_8_bytes_off_16"])
-@pytest.mark.parametrize("row_bytes", [128, 256, 512, 528, 2048, 8192])
+@pytest.mark.parametrize("offset", [0, 16, 32, 48, 8],
+                         ids=["aligned_out", "out_16", "out_32", "out_48", "out_8_bytes_off_16"])
+@pytest.mark.parametrize("row_bytes", [128, 256, 272, 512, 528, 2048, 8192])
 def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(dtype, offset,
-                                                                                row_bytes):
+                                                                                row_bytes,
+                                                                                isa_level):
     # past the streaming threshold (8 MiB out, rows of 128 B or more, 512 B
     # on AMD): whole rows and the first 512 bytes of longer ones prefetched 8
-    # ahead, and a row that ends in a 16-byte tail (528);
+    # ahead, and a row that ends in a 16-byte tail (272, 528); at each store
+    # width (16, 32 and 64 bytes for rows of 256 B or more), whose stores
+    # start where the output is 16, 32 or 48 bytes into a line;
     # an output that is not 16-byte aligned takes the ordinary stores
     rng = np.random.default_rng(offset)
     itemsize = np.dtype(dtype).itemsize
@@ -333,10 +337,10 @@ def test_a_gather_larger_than_the_caches_streams_its_output_with_the_same_bits(d
     T, B = 3000, (9 << 20) // row_bytes
     w = _specials(rng, (T, d), dtype)
     idx = rng.integers(0, T, B)
-    raw = np.empty(B * d * itemsize + 64, np.uint8)
+    raw = np.empty(B * d * itemsize + 128, np.uint8)
     start = (-raw.ctypes.data) % 64 + offset
     out = raw[start:start + B * d * itemsize].view(dtype).reshape(B, d)
-    assert (out.ctypes.data % 16 == 0) is (offset == 0)
+    assert (out.ctypes.data % 16 == 0) is (offset % 16 == 0)
     for num_threads in (1, 2):
         out[...] = 0
         fe.gather(w, idx, out=out, num_threads=num_threads)

@@ -79,7 +79,12 @@ cdef extern from "_fe_add.h" nogil:
     int fe_get_prefetch_nta()
     void fe_copy_row(char* dst, const char* src, size_t n)
     bint fe_copy_row_stream_ok(const char* dst, size_t n)
-    void fe_copy_row_stream(char* dst, const char* src, size_t n)
+    void fe_gather_stream_i32(char* out, const char* w, Py_ssize_t ws, const int32_t* idx,
+                              Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t row_bytes,
+                              Py_ssize_t head, Py_ssize_t dist)
+    void fe_gather_stream_i64(char* out, const char* w, Py_ssize_t ws, const int64_t* idx,
+                              Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t row_bytes,
+                              Py_ssize_t head, Py_ssize_t dist)
     void fe_stream_fence()
     void FE_PREFETCH(const void* p)
     void FE_PREFETCH_W(const void* p)
@@ -701,10 +706,10 @@ cdef void _gather_range(GatherArgs* a, const index_t* idx, Py_ssize_t lo, Py_ssi
     if a.stream:
         # an output far larger than the caches: written once, not read first
         # (rows of GATHER_STREAM_MIN_ROW_BYTES or more)
-        for k in range(lo, hi):
-            if k < ahead:
-                fe_prefetch_span(w + <Py_ssize_t>idx[k + dist] * ws, head)
-            fe_copy_row_stream(out + k * row_bytes, w + <Py_ssize_t>idx[k] * ws, row_bytes)
+        if index_t is int32_t:
+            fe_gather_stream_i32(out, w, ws, idx, lo, hi, row_bytes, head, dist)
+        else:
+            fe_gather_stream_i64(out, w, ws, idx, lo, hi, row_bytes, head, dist)
         fe_stream_fence()
     elif prefetch:
         for k in range(lo, hi):
