@@ -451,35 +451,29 @@ fe_copy_row_stream_sse2(char *dst, const char *src, size_t n)
 /* The same with the widest streaming store the CPU has: 16-byte stores up to
  * the first boundary of the store's width (NumPy's large arrays start 16
  * bytes into a line), whole-width stores, and a 16-byte tail. */
-static inline __attribute__((always_inline, target("avx"))) void
-fe_copy_row_stream_avx(char *dst, const char *src, size_t n)
-{
-    size_t j = 0;
-    for (; j < n && ((uintptr_t)(dst + j) & 31u) != 0; j += 16) {
-        _mm_stream_si128((__m128i *)(dst + j), _mm_loadu_si128((const __m128i *)(src + j)));
+#define FE_COPY_ROW_STREAM_WIDE(name, isa, width, store)                             \
+    static inline __attribute__((always_inline, target(isa))) void                   \
+    name(char *dst, const char *src, size_t n)                                      \
+    {                                                                               \
+        size_t j = 0;                                                               \
+        for (; j < n && ((uintptr_t)(dst + j) & (width - 1u)) != 0; j += 16) {      \
+            _mm_stream_si128((__m128i *)(dst + j),                                  \
+                             _mm_loadu_si128((const __m128i *)(src + j)));          \
+        }                                                                           \
+        for (; j + width <= n; j += width) {                                        \
+            store;                                                                  \
+        }                                                                           \
+        for (; j < n; j += 16) {                                                    \
+            _mm_stream_si128((__m128i *)(dst + j),                                  \
+                             _mm_loadu_si128((const __m128i *)(src + j)));          \
+        }                                                                           \
     }
-    for (; j + 32 <= n; j += 32) {
-        _mm256_stream_si256((__m256i *)(dst + j), _mm256_loadu_si256((const __m256i *)(src + j)));
-    }
-    for (; j < n; j += 16) {
-        _mm_stream_si128((__m128i *)(dst + j), _mm_loadu_si128((const __m128i *)(src + j)));
-    }
-}
-
-static inline __attribute__((always_inline, target("avx512f"))) void
-fe_copy_row_stream_avx512(char *dst, const char *src, size_t n)
-{
-    size_t j = 0;
-    for (; j < n && ((uintptr_t)(dst + j) & 63u) != 0; j += 16) {
-        _mm_stream_si128((__m128i *)(dst + j), _mm_loadu_si128((const __m128i *)(src + j)));
-    }
-    for (; j + 64 <= n; j += 64) {
-        _mm512_stream_si512((void *)(dst + j), _mm512_loadu_si512((const void *)(src + j)));
-    }
-    for (; j < n; j += 16) {
-        _mm_stream_si128((__m128i *)(dst + j), _mm_loadu_si128((const __m128i *)(src + j)));
-    }
-}
+FE_COPY_ROW_STREAM_WIDE(fe_copy_row_stream_avx, "avx", 32,
+                        _mm256_stream_si256((__m256i *)(dst + j),
+                                            _mm256_loadu_si256((const __m256i *)(src + j))))
+FE_COPY_ROW_STREAM_WIDE(fe_copy_row_stream_avx512, "avx512f", 64,
+                        _mm512_stream_si512((void *)(dst + j),
+                                            _mm512_loadu_si512((const void *)(src + j))))
 
 /*
  * A gather's rows lo..hi streamed into out (rows row_bytes apart), the first
@@ -518,59 +512,42 @@ FE_GATHER_STREAM(fe_gather_stream_i32_avx512, __attribute__((target("avx512f")))
 FE_GATHER_STREAM(fe_gather_stream_i64_avx512, __attribute__((target("avx512f"))),
                  fe_copy_row_stream_avx512, int64_t)
 
-static void fe_gather_stream_i32(char *out, const char *w, ptrdiff_t ws, const int32_t *idx,
-                                 ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,
-                                 ptrdiff_t head, ptrdiff_t dist)
-{
-    if (row_bytes < FE_STREAM_WIDE_MIN_ROW_BYTES) {
-        fe_gather_stream_i32_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else if (fe_isa_level == 2) {
-        fe_gather_stream_i32_avx512(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else if (fe_isa_level == 1) {
-        fe_gather_stream_i32_avx(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else {
-        fe_gather_stream_i32_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);
+/* the width for this row length and the CPU (fe_set_isa_level) */
+#define FE_GATHER_STREAM_DISPATCH(name, index_t)                                      \
+    static void name(char *out, const char *w, ptrdiff_t ws, const index_t *idx,     \
+                     ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,                \
+                     ptrdiff_t head, ptrdiff_t dist)                                 \
+    {                                                                                \
+        if (row_bytes < FE_STREAM_WIDE_MIN_ROW_BYTES) {                              \
+            name##_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);             \
+        } else if (fe_isa_level == 2) {                                              \
+            name##_avx512(out, w, ws, idx, lo, hi, row_bytes, head, dist);           \
+        } else if (fe_isa_level == 1) {                                              \
+            name##_avx(out, w, ws, idx, lo, hi, row_bytes, head, dist);              \
+        } else {                                                                     \
+            name##_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);             \
+        }                                                                            \
     }
-}
-static void fe_gather_stream_i64(char *out, const char *w, ptrdiff_t ws, const int64_t *idx,
-                                 ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,
-                                 ptrdiff_t head, ptrdiff_t dist)
-{
-    if (row_bytes < FE_STREAM_WIDE_MIN_ROW_BYTES) {
-        fe_gather_stream_i64_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else if (fe_isa_level == 2) {
-        fe_gather_stream_i64_avx512(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else if (fe_isa_level == 1) {
-        fe_gather_stream_i64_avx(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    } else {
-        fe_gather_stream_i64_sse2(out, w, ws, idx, lo, hi, row_bytes, head, dist);
-    }
-}
+FE_GATHER_STREAM_DISPATCH(fe_gather_stream_i32, int32_t)
+FE_GATHER_STREAM_DISPATCH(fe_gather_stream_i64, int64_t)
 static inline void fe_stream_fence(void) { _mm_sfence(); }
 #else
 static inline int fe_copy_row_stream_ok(const char *dst, size_t n) { (void)dst; (void)n; return 0; }
-static void fe_gather_stream_i32(char *out, const char *w, ptrdiff_t ws, const int32_t *idx,
-                                 ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,
-                                 ptrdiff_t head, ptrdiff_t dist)
-{
-    ptrdiff_t k;
-    (void)head;
-    (void)dist;
-    for (k = lo; k < hi; k++) {
-        memcpy(out + k * row_bytes, w + (ptrdiff_t)idx[k] * ws, (size_t)row_bytes);
+/* no streaming stores here: the rows copied in order */
+#define FE_GATHER_COPY_LOOP(name, index_t)                                            \
+    static void name(char *out, const char *w, ptrdiff_t ws, const index_t *idx,     \
+                     ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,                \
+                     ptrdiff_t head, ptrdiff_t dist)                                 \
+    {                                                                                \
+        ptrdiff_t k;                                                                 \
+        (void)head;                                                                  \
+        (void)dist;                                                                  \
+        for (k = lo; k < hi; k++) {                                                  \
+            memcpy(out + k * row_bytes, w + (ptrdiff_t)idx[k] * ws, (size_t)row_bytes); \
+        }                                                                            \
     }
-}
-static void fe_gather_stream_i64(char *out, const char *w, ptrdiff_t ws, const int64_t *idx,
-                                 ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t row_bytes,
-                                 ptrdiff_t head, ptrdiff_t dist)
-{
-    ptrdiff_t k;
-    (void)head;
-    (void)dist;
-    for (k = lo; k < hi; k++) {
-        memcpy(out + k * row_bytes, w + (ptrdiff_t)idx[k] * ws, (size_t)row_bytes);
-    }
-}
+FE_GATHER_COPY_LOOP(fe_gather_stream_i32, int32_t)
+FE_GATHER_COPY_LOOP(fe_gather_stream_i64, int64_t)
 static inline void fe_stream_fence(void) {}
 #endif
 
