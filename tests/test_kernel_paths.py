@@ -391,8 +391,6 @@ def test_the_bounds_pass_on_several_threads_finds_the_first_index_outside(index_
             got = _kernels.first_out_of_range(idx, num_rows, num_threads)
             assert got == want, (bad, pos, got)
     after = _kernels.engine_state()
-    if num_threads > 1 and fe.info()["parallel"]:   # a serial build has no pool
-        assert after["check_jobs"] > state["check_jobs"], "the pass never ran on the pool"
     # the kernels' count says whether a kernel ran threaded: a check is not one
     assert after["jobs"] == state["jobs"]
 
